@@ -1,0 +1,437 @@
+"""Training loop for heatmap networks, with exact resume after an interruption.
+
+One run lives in one output folder:
+
+=====================  ======================================================
+``state.safetensors``  everything needed to resume: model, EMA, optimizer,
+                       scheduler, epoch, best metric, random generator state
+``last.safetensors``   EMA weights after the latest epoch, with a JSON card
+``best.safetensors``   EMA weights with the lowest validation NME so far
+``metrics.jsonl``      one JSON object per completed epoch
+``config.json``        the run's configuration
+=====================  ======================================================
+
+Each epoch ends by writing, in this order, ``best`` (when it improved), the
+state, ``last``, then the metrics line. All writes are atomic, so a process
+killed at any moment resumes from the last complete epoch, and re-running
+that epoch reproduces the same numbers: the data order and augmentation
+depend only on (seed, epoch, sample index), never on how often the process
+was restarted.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from explorer.core.checkpoints import load_state, save_model, save_state
+from explorer.core.data import SPLIT_RULE, LandmarkDataset, scan_folder, split_records
+from explorer.core.evaluation import default_decoder, evaluate_model
+from explorer.core.geometry import crop_to_heatmap
+from explorer.core.losses import build_loss
+from explorer.core.models import build_model
+from explorer.core.smoothing import SmoothingParams, image_aware_labels
+from explorer.core.transforms import Augmentation, AugmentationConfig
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("structured", "softargmax", "star")
+LABELS = ("image-aware", "isotropic")
+
+LICENCE_NOTE = (
+    "Trained on 300-W (iBUG, Imperial College London) images and annotations, which are licensed "
+    "for non-commercial research use only; these weights inherit that restriction."
+)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; two equal configs give equal runs.
+
+    Learning rates are per step of ``batch_size`` images; ``warmup_epochs``
+    ramps the learning rate linearly from 0, then a cosine schedule decays it
+    to ``min_lr_ratio × lr`` at the last epoch.
+    """
+
+    data: str
+    objective: str = "structured"
+    labels: str = "image-aware"
+    model: dict[str, Any] = field(default_factory=lambda: {"input_size": 128, "stride": 4, "width": 32})
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    ema_decay: float = 0.998
+    seed: int = 0
+    num_workers: int = 2
+    threads: int = 0
+    loss: dict[str, Any] = field(default_factory=dict)
+    smoothing: dict[str, Any] = field(default_factory=dict)
+    augmentation: dict[str, Any] = field(default_factory=dict)
+    max_train_faces: int = 0
+    max_val_faces: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.labels not in LABELS:
+            raise ValueError(f"labels must be one of {', '.join(LABELS)}, got {self.labels!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        known = {item.name for item in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}; valid keys are {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class ModelEma:
+    """Exponential moving average of a model's weights and buffers.
+
+    The averaged copy is what gets evaluated and shipped: it is smoother than
+    the raw weights late in training. The decay ramps up as
+    ``min(decay, (1 + step) / (10 + step))`` so early, random weights are
+    forgotten quickly.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for parameter in self.module.parameters():
+            parameter.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        source = model.state_dict()
+        for name, average in self.module.state_dict().items():
+            if average.dtype.is_floating_point:
+                average.mul_(decay).add_(source[name].detach(), alpha=1.0 - decay)
+            else:
+                average.copy_(source[name])
+
+
+def _lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Return the learning-rate multiplier: linear warm-up, then cosine decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _seed_worker(worker_id: int) -> None:
+    # Augmentation draws from generators seeded per sample, so workers only
+    # need distinct global seeds for any library that uses them.
+    torch.manual_seed(torch.initial_seed() % 2**31 + worker_id)
+
+
+class Trainer:
+    """Train one model in one output folder, resuming where a previous run stopped.
+
+    Args:
+        config: the run's configuration.
+        out_dir: the run folder (created if missing).
+        command: the command line recorded in checkpoint cards.
+        progress: show tqdm progress bars.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.command = command or " ".join(sys.argv)
+        self.progress = progress
+
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+        # Data: the deterministic train/validation split of one 300-W folder.
+        records = scan_folder(config.data)
+        self.train_records = split_records(records, "train")
+        self.val_records = split_records(records, "val")
+        if config.max_train_faces:
+            self.train_records = self.train_records[: config.max_train_faces]
+        if config.max_val_faces:
+            self.val_records = self.val_records[: config.max_val_faces]
+        if not self.train_records or not self.val_records:
+            raise ValueError(
+                f"{config.data} gives {len(self.train_records)} training and {len(self.val_records)} validation "
+                "faces; both must be non-empty. Point --data at a folder with at least 2 annotated faces."
+            )
+        num_landmarks = int(self.train_records[0].points.shape[0])
+
+        model_config = dict(config.model)
+        model_config["num_landmarks"] = num_landmarks
+        self.model = build_model(model_config).to(self.device)
+        self.stride = int(self.model.config["stride"])
+        input_size = int(self.model.config["input_size"])
+
+        augmentation = Augmentation(AugmentationConfig(**config.augmentation))
+        self.train_set = LandmarkDataset(self.train_records, input_size=input_size, augmentation=augmentation, seed=config.seed)
+        self.val_set = LandmarkDataset(self.val_records, input_size=input_size, augmentation=None, seed=config.seed)
+
+        # Decode every image once in this process; forked DataLoader workers
+        # then share the cache instead of each decoding its own copy.
+        self.train_set.preload()
+        self.val_set.preload()
+
+        # Loss and labels.
+        self.loss_fn = build_loss(config.objective, **config.loss).to(self.device)
+        self.smoothing = SmoothingParams(**config.smoothing)
+        self.decoder = default_decoder(config.objective)
+        self.temperature = float(config.loss.get("temperature", 1.0))
+
+        # Optimiser and a per-step schedule.
+        self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
+        total_steps = self.steps_per_epoch * config.epochs
+        warmup_steps = max(1, round(config.warmup_epochs * self.steps_per_epoch))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: _lr_factor(step, warmup_steps, total_steps, config.min_lr_ratio)
+        )
+        self.ema = ModelEma(self.model, config.ema_decay)
+
+        self.epoch = 0
+        self.best_nme = math.inf
+        self.best_epoch = 0
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def state_path(self) -> Path:
+        return self.out_dir / "state.safetensors"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+    # ----------------------------------------------------------------- resume
+
+    def resume(self) -> bool:
+        """Load the last complete epoch from the run folder; return whether there was one."""
+        if not self.state_path.exists():
+            return False
+        state = load_state(self.state_path)
+        if state["config"] != self.config.to_dict():
+            raise ValueError(
+                f"{self.out_dir} holds a run with a different configuration; resume it with the same "
+                "options, or pass a new --out folder to start another run."
+            )
+
+        self.model.load_state_dict(state["model"])
+        self.ema.module.load_state_dict(state["ema"])
+        self.ema.updates = int(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = int(state["epoch"])
+        self.best_nme = float(state["best_nme"])
+        self.best_epoch = int(state["best_epoch"])
+        self.history = list(state["history"])
+
+        # Drop metrics lines of an epoch that finished after the state was
+        # written, so the log matches the state we resume from.
+        self._write_metrics_log()
+        logger.info("resumed %s after epoch %d (best NME %.3f at epoch %d)", self.out_dir, self.epoch, self.best_nme, self.best_epoch)
+        return True
+
+    def _write_metrics_log(self) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in self.history)
+        self.metrics_path.write_text(lines)
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict(),
+            "ema_updates": self.ema.updates,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "best_nme": self.best_nme,
+            "best_epoch": self.best_epoch,
+            "history": self.history,
+        }
+
+    # --------------------------------------------------------------- training
+
+    def _loader(self, dataset: LandmarkDataset, shuffle_epoch: int | None) -> DataLoader:
+        generator = None
+        if shuffle_epoch is not None:
+            # The order depends on (seed, epoch) only, so a resumed run sees
+            # the same batches as an uninterrupted one.
+            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + shuffle_epoch)
+        return DataLoader(
+            dataset,
+            batch_size=self.config.batch_size,
+            shuffle=shuffle_epoch is not None,
+            generator=generator,
+            num_workers=self.config.num_workers,
+            worker_init_fn=_seed_worker,
+            drop_last=False,
+            persistent_workers=False,
+        )
+
+    def _labels(self, images: torch.Tensor, heatmap_points: torch.Tensor, heatmap_size: tuple[int, int]) -> torch.Tensor | None:
+        if self.config.objective != "structured" or self.config.labels == "isotropic":
+            return None
+        return image_aware_labels(images, heatmap_points, heatmap_size, params=self.smoothing)
+
+    def _train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        self.train_set.set_epoch(epoch)
+        loader = self._loader(self.train_set, shuffle_epoch=epoch)
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{self.config.epochs}", leave=False, disable=not self.progress, unit="batch")
+        for step, batch in enumerate(bar, start=1):
+            images = batch["image"].to(self.device, non_blocking=True)
+            heatmap_points = crop_to_heatmap(batch["points"].to(self.device), self.stride)
+
+            logits = self.model(images)
+            labels = self._labels(images, heatmap_points, tuple(logits.shape[-2:]))
+            loss = self.loss_fn(logits, heatmap_points, labels)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"the {self.config.objective} loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    f"training stopped and the checkpoints of epoch {self.epoch} in {self.out_dir} are kept. "
+                    "Lower the learning rate (--lr) or check the data."
+                )
+
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.scheduler.step()
+            self.ema.update(self.model)
+
+            total += loss.item() * images.shape[0]
+            count += images.shape[0]
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def validate(self) -> dict[str, float | int | str]:
+        """Evaluate the EMA weights on the validation split with the objective's decoder."""
+        results = evaluate_model(
+            self.ema.module, self._loader(self.val_set, shuffle_epoch=None),
+            decoders=(self.decoder,), temperature=self.temperature, device=self.device,
+        )
+        return results[self.decoder].summary()
+
+    def _card(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        root = Path(self.config.data)
+        folders = sorted({str(Path(record.image_path).parent.relative_to(root)) for record in self.train_records + self.val_records})
+        return {
+            "objective": self.config.objective,
+            "labels": self.config.labels if self.config.objective == "structured" else None,
+            "loss": self.config.loss,
+            "smoothing": dataclasses.asdict(self.smoothing) if self.config.labels == "image-aware" else None,
+            "decoder": self.decoder,
+            "temperature": self.temperature,
+            "data": {
+                "root": root.name,
+                "folders": folders,
+                "split_rule": SPLIT_RULE,
+                "train_faces": len(self.train_records),
+                "val_faces": len(self.val_records),
+            },
+            "epochs": self.config.epochs,
+            "epoch": metrics["epoch"],
+            "validation": {key: metrics[key] for key in ("nme", "fr", "auc", "count", "decoder", "threshold")},
+            "training": self.config.to_dict() | {"data": root.name},
+            "command": self.command,
+            "torch": torch.__version__,
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {self.device.type}",
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "licence": LICENCE_NOTE,
+        }
+
+    def fit(self, stop_after_epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Train until ``config.epochs`` (or ``stop_after_epochs`` more epochs) and return the history."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        self.resume()
+
+        logger.info(
+            "training %s (%s labels) on %d faces, validating on %d, %d epochs, device %s",
+            self.config.objective, self.config.labels, len(self.train_set), len(self.val_set), self.config.epochs, self.device,
+        )
+        last_epoch = self.config.epochs if stop_after_epochs is None else min(self.config.epochs, self.epoch + stop_after_epochs)
+        epochs = tqdm(range(self.epoch + 1, last_epoch + 1), desc="training", disable=not self.progress, unit="epoch",
+                      initial=self.epoch, total=self.config.epochs)
+        for epoch in epochs:
+            started = time.perf_counter()
+            learning_rate = self.optimizer.param_groups[0]["lr"]
+            train_loss = self._train_epoch(epoch)
+            metrics = self.validate()
+            row = {
+                "epoch": epoch,
+                "train_loss": round(train_loss, 6),
+                **metrics,
+                "lr": learning_rate,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+
+            # Write best, state, last, then the log line (see the module docstring).
+            self.epoch = epoch
+            self.history.append(row)
+            if metrics["nme"] < self.best_nme:
+                self.best_nme, self.best_epoch = float(metrics["nme"]), epoch
+                save_model(self.out_dir / "best.safetensors", self.ema.module, self._card(row))
+            save_state(self.state_path, self._state())
+            save_model(self.out_dir / "last.safetensors", self.ema.module, self._card(row))
+            with self.metrics_path.open("a") as stream:
+                stream.write(json.dumps(row) + "\n")
+
+            logger.info(
+                "epoch %d/%d: train loss %.4f, val NME %.3f%% (%s), lr %.2e, %.1f s",
+                epoch, self.config.epochs, train_loss, metrics["nme"], self.decoder, learning_rate, row["seconds"],
+            )
+            epochs.set_postfix(nme=f"{metrics['nme']:.3f}")
+            if on_epoch is not None:
+                on_epoch(row)
+        return self.history
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch and numpy's global generators (model initialisation uses torch's)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def train(config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True,
+          stop_after_epochs: int | None = None) -> Trainer:
+    """Train (or resume) a run and return the trainer, whose ``history`` holds the metrics."""
+    set_seed(config.seed)
+    trainer = Trainer(config, out_dir, command=command, progress=progress)
+    trainer.fit(stop_after_epochs=stop_after_epochs)
+    return trainer

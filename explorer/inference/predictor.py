@@ -1,0 +1,585 @@
+"""Run trained heatmap models on one photo: image loading, face choice and decoding.
+
+The app and the command line both go through this module:
+
+* :func:`load_upload` turns an uploaded file into an RGB ``uint8`` array, or
+  raises :class:`InputError` with a message that names the problem and the fix;
+* :func:`choose_face` picks the face box (a detected face, a typed box or the
+  whole image);
+* :class:`Predictor` loads one or more checkpoints once and returns, per model,
+  the heatmap logits, the points of every decoder in image pixels, the crop
+  geometry and the crop itself.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from explorer.core.checkpoints import CheckpointError, load_model
+from explorer.core.evaluation import DECODERS, decode, default_decoder
+from explorer.core.geometry import DEFAULT_CONTEXT, CropGeometry, crop_from_box, heatmap_to_image
+from explorer.core.landmarks import LandmarkScheme, scheme_for_count
+from explorer.core.models import HeatmapNet
+from explorer.inference.detection import FaceBox, detect_faces, landmark_box
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "InputError",
+    "LoadedImage",
+    "FaceChoice",
+    "ModelOutput",
+    "LoadedModel",
+    "Predictor",
+    "load_upload",
+    "parse_box",
+    "choose_face",
+    "MAX_PIXELS",
+    "MIN_SIDE",
+]
+
+# Largest decoded image accepted, in pixels (width x height). 40 megapixels is
+# above current phone cameras (about 12-24 MP for the main sensor at default
+# settings, 48-50 MP in "full resolution" modes) and keeps one decoded RGB copy
+# at 120 MB.
+MAX_PIXELS = 40_000_000
+
+# Smallest accepted image side, in pixels. A face in a smaller image has too
+# few pixels for a 68-point annotation to mean anything.
+MIN_SIDE = 32
+
+# Face detection runs on a copy whose longer side is at most this many pixels,
+# because the Haar cascades cost grows with the pixel count while faces in
+# phone photos stay far above the cascades' 24-pixel minimum at this size.
+DETECTION_MAX_SIDE = 1280
+
+# Formats that PIL decodes and that people upload as photos. Other formats PIL
+# knows (PSD, ICO, ...) are accepted too, but the message names these.
+SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF or PPM"
+
+# Crop side / box side when the whole image is used because no face was found:
+# 1.0 keeps the crop equal to the image's longer side.
+WHOLE_IMAGE_CONTEXT = 1.0
+
+
+class InputError(ValueError):
+    """An uploaded file or a typed value cannot be used. The message names the value and the fix."""
+
+
+# ---------------------------------------------------------------------------
+# Image loading
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A decoded upload.
+
+    Attributes:
+        rgb: (H, W, 3) uint8 RGB pixels, in display orientation.
+        format: the file format PIL detected, such as ``"JPEG"``.
+        notes: conversions applied on the way, for the user (EXIF rotation,
+            alpha composited on white, first GIF frame, ...).
+    """
+
+    rgb: np.ndarray
+    format: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def _open_source(source: str | Path | bytes | bytearray) -> tuple[Any, str]:
+    """Return a binary stream or path for PIL and a name for messages."""
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise InputError("the uploaded image is empty (0 bytes); upload a photo in " + SUPPORTED_FORMATS)
+        return io.BytesIO(bytes(source)), "the uploaded image"
+
+    path = Path(source)
+    name = path.name
+    if not path.is_file():
+        raise InputError(f"image file {name!r} was not found; upload the photo again")
+    if path.stat().st_size == 0:
+        raise InputError(f"{name!r} is empty (0 bytes); upload a photo in {SUPPORTED_FORMATS}")
+    return path, repr(name)
+
+
+def _to_rgb(image: Image.Image, name: str, notes: list[str]) -> np.ndarray:
+    """Convert any PIL mode to (H, W, 3) uint8 RGB."""
+    mode = image.mode
+
+    # Transparent pixels are shown on white, as image viewers do.
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        notes.append("transparent pixels composited on white")
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+
+    # 16-bit and 32-bit greyscale: PIL's convert("RGB") clips values above 255,
+    # so scale the full range into 8 bits instead.
+    if mode.startswith("I") or mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        if mode == "F":
+            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            scaled = (values - low) / max(high - low, 1e-12) * 255.0
+            notes.append("floating-point image rescaled to 8 bits")
+        else:
+            maximum = 255.0 if values.max(initial=0) <= 255 else 65535.0
+            scaled = values * (255.0 / maximum)
+            if maximum > 255:
+                notes.append("16-bit image reduced to 8 bits")
+        grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+
+    if mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    elif mode in ("L", "1"):
+        notes.append("greyscale image")
+    if mode != "RGB":
+        image = image.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise InputError(f"{name} has an unsupported pixel layout ({mode}); save it as an 8-bit RGB JPEG or PNG")
+    return array
+
+
+def load_upload(
+    source: str | Path | bytes | bytearray,
+    max_pixels: int = MAX_PIXELS,
+    min_side: int = MIN_SIDE,
+) -> LoadedImage:
+    """Decode an uploaded photo into RGB, rejecting files that are not usable photos.
+
+    Checks, in this order: the file exists and is not empty; PIL recognises
+    the format; the size declared in the header is at most ``max_pixels``
+    (checked before any pixel is decoded, so a small file that declares a huge
+    image costs nothing); the pixel data is complete; each side is at least
+    ``min_side`` pixels after the EXIF orientation is applied.
+
+    Conversions: the EXIF orientation tag is applied, animated images keep
+    their first frame, transparency is composited on white, and greyscale,
+    16-bit, palette and CMYK images become 8-bit RGB.
+
+    Raises:
+        InputError: naming the file and what to upload instead.
+    """
+    stream, name = _open_source(source)
+
+    # PIL reads only the header in Image.open. Its own decompression-bomb
+    # guard raises above 2 x Image.MAX_IMAGE_PIXELS and warns above it; both
+    # become the same InputError as the explicit check below.
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{name} declares more pixels than PIL's decompression-bomb limit "
+            f"({Image.MAX_IMAGE_PIXELS:,}); upload a photo of at most {max_pixels:,} pixels"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name} is not an image that can be read; upload a photo in {SUPPORTED_FORMATS}") from None
+    except OSError as error:
+        raise InputError(f"{name} could not be read ({error}); upload the photo again") from None
+
+    with image:
+        width, height = image.size
+        if width * height > max_pixels:
+            raise InputError(
+                f"{name} is {width} x {height} pixels ({width * height / 1e6:.1f} megapixels), above the limit "
+                f"of {max_pixels / 1e6:.0f} megapixels; downscale it before uploading"
+            )
+        if width < 1 or height < 1:
+            raise InputError(f"{name} declares a size of {width} x {height} pixels; upload a real photo")
+
+        notes: list[str] = []
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            image.seek(0)
+            notes.append(f"first of {frames} frames used")
+
+        # load() decodes the pixels; truncated or corrupt data fails here.
+        try:
+            image.load()
+            orientation = image.getexif().get(0x0112, 1)
+            oriented = ImageOps.exif_transpose(image)
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise InputError(
+                f"{name} is damaged or truncated ({error}); export or download the photo again"
+            ) from None
+        if orientation not in (1, None):
+            notes.append(f"rotated by its EXIF orientation tag ({orientation})")
+
+        rgb = _to_rgb(oriented, name, notes)
+        file_format = image.format or "unknown"
+
+    height, width = rgb.shape[:2]
+    if min(width, height) < min_side:
+        raise InputError(
+            f"{name} is {width} x {height} pixels; each side must be at least {min_side} pixels for a face to be visible"
+        )
+    return LoadedImage(rgb=np.ascontiguousarray(rgb, dtype=np.uint8), format=file_format, notes=tuple(notes))
+
+
+# ---------------------------------------------------------------------------
+# Face choice
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaceChoice:
+    """The face box that a prediction crops around.
+
+    Attributes:
+        box: ``[x0, y0, x1, y1]`` in image pixels, the box of the 68 points
+            (a detection is converted with :func:`landmark_box`).
+        context: crop side / longer box side passed to :func:`crop_from_box`.
+        source: ``"detector"``, ``"user box"`` or ``"whole image"``.
+        faces: every detection, largest first.
+        index: the index of the chosen detection, or None.
+    """
+
+    box: np.ndarray
+    context: float
+    source: str
+    faces: tuple[FaceBox, ...] = ()
+    index: int | None = None
+
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_BOX_PATTERN = re.compile(rf"^\s*\[?\s*({_NUMBER})\s*[, ]\s*({_NUMBER})\s*[, ]\s*({_NUMBER})\s*[, ]\s*({_NUMBER})\s*\]?\s*$")
+
+
+def parse_box(text: str | None, image_width: int, image_height: int) -> np.ndarray | None:
+    """Parse a typed box ``"x0, y0, x1, y1"`` in image pixels; empty text returns None.
+
+    The box must have a positive width and height and overlap the image.
+    """
+    if text is None or not str(text).strip():
+        return None
+    match = _BOX_PATTERN.match(str(text))
+    if match is None:
+        raise InputError(
+            f"box {str(text)[:80]!r} is not four numbers; type it as 'x0, y0, x1, y1' in image pixels, "
+            "for example '120, 80, 360, 330'"
+        )
+    box = np.array([float(value) for value in match.groups()], dtype=np.float64)
+    if not np.all(np.isfinite(box)):
+        raise InputError(f"box {text!r} contains a value that is not finite; type four pixel coordinates")
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"box {text!r} has x1 <= x0 or y1 <= y0; type it as 'x0, y0, x1, y1' with x0 < x1 and y0 < y1")
+    if x1 < 0 or y1 < 0 or x0 > image_width - 1 or y0 > image_height - 1:
+        raise InputError(
+            f"box {text!r} lies outside the {image_width} x {image_height} image; type a box that covers the face"
+        )
+    return box
+
+
+def find_faces(rgb: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> list[FaceBox]:
+    """Detect faces on a copy downscaled to ``max_side``, returning boxes in full-image pixels, largest first."""
+    height, width = rgb.shape[:2]
+    factor = min(1.0, max_side / max(height, width))
+    if factor >= 1.0:
+        return detect_faces(rgb)
+
+    small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
+    scale_x = width / small.shape[1]
+    scale_y = height / small.shape[0]
+    return [
+        FaceBox(face.x0 * scale_x, face.y0 * scale_y, face.x1 * scale_x, face.y1 * scale_y, face.detector)
+        for face in detect_faces(small)
+    ]
+
+
+def choose_face(
+    rgb: np.ndarray,
+    face_index: int | None = 0,
+    box_text: str | None = None,
+    faces: Sequence[FaceBox] | None = None,
+) -> FaceChoice:
+    """Choose the box to crop: a typed box, else detection number ``face_index``, else the whole image.
+
+    ``faces`` reuses an earlier detection on the same image.
+
+    Raises:
+        InputError: for a malformed box or a face index outside the detections.
+    """
+    height, width = rgb.shape[:2]
+    if faces is None:
+        faces = find_faces(rgb)
+    faces = tuple(faces)
+
+    box = parse_box(box_text, width, height)
+    if box is not None:
+        return FaceChoice(box=box, context=DEFAULT_CONTEXT, source="user box", faces=faces)
+
+    if not faces:
+        whole = np.array([0.0, 0.0, width - 1.0, height - 1.0])
+        return FaceChoice(box=whole, context=WHOLE_IMAGE_CONTEXT, source="whole image", faces=faces)
+
+    index = 0 if face_index is None else face_index
+    if isinstance(index, float):
+        if not index.is_integer():
+            raise InputError(f"face index {index} is not a whole number; choose 0..{len(faces) - 1}")
+        index = int(index)
+    if not 0 <= index < len(faces):
+        raise InputError(
+            f"face {index} was requested but {len(faces)} face(s) were found; choose a face index 0..{len(faces) - 1}"
+        )
+    return FaceChoice(
+        box=landmark_box(faces[index]), context=DEFAULT_CONTEXT, source="detector", faces=faces, index=index
+    )
+
+
+# ---------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint loaded for inference.
+
+    Attributes:
+        name: the key the app uses (the card's objective, or the file stem).
+        path: the ``.safetensors`` file.
+        model: the network in eval mode on the predictor's device.
+        card: the checkpoint's card.
+        decoder: the decoder that matches the training objective.
+        temperature: the soft-argmax temperature from the card.
+    """
+
+    name: str
+    path: Path
+    model: HeatmapNet
+    card: dict[str, Any]
+    decoder: str
+    temperature: float
+
+    @property
+    def input_size(self) -> int:
+        return int(self.model.config["input_size"])
+
+    @property
+    def stride(self) -> int:
+        return int(self.model.config["stride"])
+
+    @property
+    def num_landmarks(self) -> int:
+        return int(self.model.config["num_landmarks"])
+
+    @property
+    def objective(self) -> str:
+        return str(self.card.get("objective", "unknown"))
+
+    @property
+    def validation_nme(self) -> float | None:
+        value = (self.card.get("validation") or {}).get("nme")
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+@dataclass
+class ModelOutput:
+    """One model's prediction on one face.
+
+    Attributes:
+        name: the model's key in :attr:`Predictor.models`.
+        logits: (K, H, W) float32 heatmap logits.
+        heatmap_points: decoder name -> (K, 2) float64 points in heatmap pixels.
+        points: decoder name -> (K, 2) float64 points in image pixels.
+        geometry: the image -> crop map.
+        crop: (S, S, 3) uint8 RGB crop the network saw.
+        stride: crop pixels per heatmap pixel.
+        decoder: the model's default decoder.
+    """
+
+    name: str
+    logits: np.ndarray
+    heatmap_points: dict[str, np.ndarray]
+    points: dict[str, np.ndarray]
+    geometry: CropGeometry
+    crop: np.ndarray
+    stride: int
+    decoder: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_points(self) -> np.ndarray:
+        """(K, 2) image points of the model's default decoder."""
+        return self.points[self.decoder]
+
+    def probabilities(self) -> np.ndarray:
+        """(K, H, W) softmax of each heatmap over its pixels."""
+        flat = self.logits.reshape(self.logits.shape[0], -1).astype(np.float64)
+        flat = np.exp(flat - flat.max(axis=1, keepdims=True))
+        flat /= flat.sum(axis=1, keepdims=True)
+        return flat.reshape(self.logits.shape)
+
+
+def describe_device(device: torch.device) -> str:
+    """Return a short device description such as ``"CPU"`` or ``"CUDA (NVIDIA H200)"``."""
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    return device.type.upper()
+
+
+class Predictor:
+    """Load heatmap checkpoints once and run them on photos.
+
+    Args:
+        checkpoints: ``{name: path}`` or a list of paths (named by the card's
+            objective, or the file stem when two share an objective).
+        device: ``"cuda"``, ``"cpu"`` or None for CUDA when available, else CPU.
+
+    Raises:
+        CheckpointError: a file is missing or invalid, or the models disagree
+            on the number of landmarks (the message names the files).
+    """
+
+    def __init__(
+        self,
+        checkpoints: Mapping[str, str | Path] | Sequence[str | Path],
+        device: str | torch.device | None = None,
+    ) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.device_name = describe_device(self.device)
+
+        if isinstance(checkpoints, Mapping):
+            named = [(str(name), Path(path)) for name, path in checkpoints.items()]
+        else:
+            named = [(None, Path(path)) for path in checkpoints]
+        if not named:
+            raise CheckpointError("no checkpoint was given; pass at least one .safetensors file")
+
+        self.models: dict[str, LoadedModel] = {}
+        for name, path in named:
+            loaded = self._load(name, path)
+            self.models[loaded.name] = loaded
+
+        # Every model must describe the same landmarks, or the app could not
+        # put their points side by side.
+        counts = {loaded.path.name: loaded.num_landmarks for loaded in self.models.values()}
+        if len(set(counts.values())) > 1:
+            listing = ", ".join(f"{file} has {count}" for file, count in counts.items())
+            raise CheckpointError(
+                f"the checkpoints predict different numbers of landmarks ({listing}); "
+                "load checkpoints trained on the same landmark scheme"
+            )
+        count = next(iter(counts.values()))
+        try:
+            self.scheme: LandmarkScheme = scheme_for_count(count)
+        except ValueError as error:
+            raise CheckpointError(f"{next(iter(counts))}: {error}") from None
+
+    def _load(self, name: str | None, path: Path) -> LoadedModel:
+        model, card = load_model(path, self.device)
+        objective = str(card.get("objective", ""))
+        if name is None:
+            name = objective if objective and objective not in self.models else path.stem
+        if name in self.models:
+            raise CheckpointError(f"{path}: a model named {name!r} is already loaded from {self.models[name].path}")
+
+        decoder = str(card.get("decoder") or default_decoder(objective))
+        if decoder not in DECODERS:
+            raise CheckpointError(f"{path}: the card's decoder {decoder!r} is not one of {', '.join(DECODERS)}")
+        temperature = float(card.get("temperature") or 1.0)
+        if not temperature > 0:
+            raise CheckpointError(f"{path}: the card's temperature {temperature} must be > 0")
+        return LoadedModel(name=name, path=path, model=model, card=card, decoder=decoder, temperature=temperature)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    def model(self, name: str) -> LoadedModel:
+        """Return the loaded model ``name``; raise InputError naming the choices otherwise."""
+        if name not in self.models:
+            raise InputError(f"model {name!r} is not loaded; choose one of {', '.join(self.models)}")
+        return self.models[name]
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        rgb: np.ndarray,
+        box: np.ndarray,
+        context: float | None = None,
+        names: Sequence[str] | None = None,
+    ) -> dict[str, ModelOutput]:
+        """Run the models on the face in ``box`` of an RGB image.
+
+        Args:
+            rgb: (H, W, 3) uint8 image.
+            box: ``[x0, y0, x1, y1]`` box of the landmarks, in image pixels.
+            context: crop side / longer box side; None uses the training default.
+            names: the models to run; None runs all of them.
+
+        Returns:
+            ``{name: ModelOutput}`` in the order of ``names``.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise InputError(f"expected an (H, W, 3) uint8 RGB image, got shape {rgb.shape} and dtype {rgb.dtype}")
+        context = DEFAULT_CONTEXT if context is None else float(context)
+        selected = self.names if names is None else list(names)
+        outputs: dict[str, ModelOutput] = {}
+        crops: dict[int, tuple[CropGeometry, np.ndarray, torch.Tensor]] = {}
+
+        for name in selected:
+            loaded = self.model(name)
+
+            # Models with the same input size share one crop.
+            if loaded.input_size not in crops:
+                geometry = crop_from_box(box, loaded.input_size, context=context)
+                crop = geometry.warp(rgb, border=cv2.BORDER_CONSTANT, border_value=(0, 0, 0))
+                tensor = torch.from_numpy(crop).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+                crops[loaded.input_size] = (geometry, crop, tensor)
+            geometry, crop, tensor = crops[loaded.input_size]
+
+            logits = loaded.model(tensor)
+            heatmap_points = {}
+            image_points = {}
+            for decoder in DECODERS:
+                decoded = decode(logits, decoder, temperature=loaded.temperature)[0].double().cpu().numpy()
+                heatmap_points[decoder] = decoded
+                image_points[decoder] = heatmap_to_image(decoded, geometry, loaded.stride)
+
+            outputs[name] = ModelOutput(
+                name=name,
+                logits=logits[0].float().cpu().numpy(),
+                heatmap_points=heatmap_points,
+                points=image_points,
+                geometry=geometry,
+                crop=crop,
+                stride=loaded.stride,
+                decoder=loaded.decoder,
+            )
+        return outputs
+
+
+def interocular_distance(points: np.ndarray, scheme: LandmarkScheme) -> float:
+    """Return the distance between the scheme's NME normaliser points (outer eye corners)."""
+    first, second = scheme.normaliser
+    return float(math.dist(points[first], points[second]))
