@@ -85,7 +85,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     try:
         config = TrainConfig.from_dict(values)
-        command = "python -m explorer " + shlex.join(sys.argv[1:])
+        command = "python -m explorer " + shlex.join(args.argv)
         trainer = train(config, args.out, command=command, progress=not args.no_progress)
     except NonFiniteLossError as error:
         logger.error("%s", error)
@@ -192,7 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     _configure_logging(args.verbose)
     return int(args.handler(args) or 0)
 

@@ -82,8 +82,12 @@ def run_data_show(args: argparse.Namespace) -> int:
         return 1
 
     augmentation = None if args.no_augment else Augmentation()
-    dataset = LandmarkDataset(records, input_size=args.input_size, augmentation=augmentation, seed=args.seed)
-    path = write_contact_sheet(dataset, args.out, count=args.count, seed=args.seed, tile_size=args.tile_size)
+    try:
+        dataset = LandmarkDataset(records, input_size=args.input_size, augmentation=augmentation, seed=args.seed)
+        path = write_contact_sheet(dataset, args.out, count=args.count, seed=args.seed, tile_size=args.tile_size)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(path)
     return 0
 

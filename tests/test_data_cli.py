@@ -77,10 +77,7 @@ def test_check_lists_bad_files(tmp_path, capsys):
 
 
 @pytest.mark.data
-def test_check_real_data_split(capsys):
-    root = os.environ.get("EXPLORER_DATA")
-    if not root:
-        pytest.skip("set EXPLORER_DATA to a folder in 300-W layout (e.g. ../shared/data/300w)")
-    code = run(["data", "check", "--data", root, "--headers-only"])
+def test_check_real_data_split(real_data, capsys):
+    code = run(["data", "check", "--data", str(real_data), "--headers-only"])
     assert code == 0
     assert "split: train 1086, val 121" in capsys.readouterr().out

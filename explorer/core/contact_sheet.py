@@ -13,9 +13,9 @@ from explorer.core.data import LandmarkDataset
 
 logger = logging.getLogger(__name__)
 
-# One BGR colour per region (jaw, brows, nose, eyes, mouth, ...), cycled when
-# a scheme has more regions. Right and left parts get different colours, so a
-# flip that forgot to swap them shows up as swapped colours.
+# One BGR colour per region of the scheme, cycled when a scheme has more
+# regions. The 68- and 98-point schemes have separate right and left brow and
+# eye regions, so a flip that does not swap them shows up as swapped colours.
 REGION_COLOURS = (
     (255, 255, 255),
     (0, 200, 255),
@@ -91,13 +91,13 @@ def write_contact_sheet(
         raise ValueError(f"the contact sheet is written as PNG; give a .png path, not {out_png}")
 
     # Distinct items, in an order that depends only on `seed`.
-    shown = min(count, len(dataset))
-    if shown < count:
-        logger.info("the dataset has %d faces, so the sheet shows %d instead of %d", len(dataset), shown, count)
-    indices = np.random.default_rng(seed).permutation(len(dataset))[:shown]
+    shown_count = min(count, len(dataset))
+    if shown_count < count:
+        logger.info("the dataset has %d faces, so the sheet shows %d instead of %d", len(dataset), shown_count, count)
+    indices = np.random.default_rng(seed).permutation(len(dataset))[:shown_count]
 
     region_ids = dataset.scheme.region_ids() if dataset.scheme is not None else None
-    height, width = sheet_shape(shown, tile_size)
+    height, width = sheet_shape(shown_count, tile_size)
     columns = width // tile_size
     sheet = np.zeros((height, width, 3), dtype=np.uint8)
     for position, index in enumerate(indices):
@@ -109,5 +109,5 @@ def write_contact_sheet(
     out_png.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out_png), sheet):
         raise OSError(f"could not write the contact sheet to {out_png}")
-    logger.info("wrote a contact sheet of %d faces to %s", shown, out_png)
+    logger.info("wrote a contact sheet of %d faces to %s", shown_count, out_png)
     return out_png

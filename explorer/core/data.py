@@ -1,6 +1,6 @@
 """Face landmark data: .pts and WFLW readers, folder scans, the train/val split and the training dataset.
 
-A data folder in 300-W layout holds pairs ``NAME.jpg`` (or ``.jpeg``,
+A data folder in 300-W layout contains pairs ``NAME.jpg`` (or ``.jpeg``,
 ``.png``, ``.ppm``) + ``NAME.pts`` in any sub-folders. Every reader validates
 its input and raises an error that names the file, the line where there is
 one, and the fix:
@@ -36,15 +36,16 @@ logger = logging.getLogger(__name__)
 # annotation, and rejecting it before reading keeps hostile uploads cheap.
 MAX_PTS_BYTES = 1_000_000
 
-# Upper bound on the points of one face. The largest common schemes have a
-# few hundred points (WFLW 98, dense 3-D face meshes aside).
+# Upper bound on the points of one face. The built-in schemes have at most
+# 98 points (WFLW), so the bound leaves room for denser custom schemes.
 MAX_POINTS = 10_000
 
 # Images above these limits are rejected before they are decoded.
 MAX_IMAGE_BYTES = 100_000_000
 MAX_IMAGE_PIXELS = 100_000_000
 
-# WFLW annotation lists are about 1.5 KB per face (10 000 faces is 15 MB).
+# A WFLW list line is roughly 2 KB (an estimate: 206 numbers of about 9
+# characters), so this cap leaves room for over 100 000 faces.
 MAX_LIST_BYTES = 256_000_000
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm")
@@ -257,7 +258,7 @@ def parse_pts_text(
 
     if header_count is not None and header_count != len(points):
         raise AnnotationError(
-            f"n_points says {header_count} but the file has {len(points)} point lines; "
+            f"n_points is {header_count} but the file has {len(points)} point lines; "
             "fix n_points or the point list",
             source,
             header_line,
@@ -322,8 +323,8 @@ def write_pts(path: str | Path, points: np.ndarray | torch.Tensor) -> None:
 
 def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
     # Walk the marker segments up to the first start-of-frame (SOFn) marker,
-    # which stores the height and width. DHT (C4), JPG (C8) and DAC (CC)
-    # share the C0-CF range but are not frames.
+    # which stores the height and width. Markers C4 (DHT), C8 (JPG) and
+    # CC (DAC) lie in the C0-CF range but do not start a frame.
     handle.seek(2)
     for _ in range(10_000):
         prefix = handle.read(1)
@@ -522,12 +523,16 @@ def validate_folder(
 ) -> tuple[list[FaceRecord], list[FileProblem]]:
     """Find and check every ``NAME.(jpg|jpeg|png|ppm)`` + ``NAME.pts`` pair under ``root``.
 
-    Each pair is checked: the .pts file parses, the image exists and its
-    header is readable (fully decoded when ``decode_images`` is true, which
-    also catches truncated files), the point count matches ``expected_count``
-    or else the most common count in the folder, and no point lies more than
-    ``OUTSIDE_MARGIN`` of the image size beyond a border. Images without a
-    .pts file are not faces of the data set and are ignored.
+    A pair is valid when:
+
+    * the .pts file parses;
+    * the image exists and its header is readable. With ``decode_images``
+      the whole image is decoded, which also catches truncated files;
+    * the point count equals ``expected_count``, or else the most common
+      count in the folder;
+    * no point lies more than ``OUTSIDE_MARGIN`` of the image size beyond a border.
+
+    Images without a .pts file are not faces of the data set and are ignored.
 
     Returns:
         ``(records, problems)``: the valid faces sorted by relative path
@@ -624,7 +629,7 @@ def scan_folder(
 
     Raises:
         DatasetError: listing every invalid file, unless ``skip_invalid``;
-            also when the folder is missing or holds no valid faces.
+            also when the folder is missing or contains no valid faces.
     """
     records, problems = validate_folder(root, recursive, expected_count, decode_images)
     if problems and not skip_invalid:
@@ -649,7 +654,7 @@ def scan_folder(
 def read_wflw_list(path: str | Path, image_root: str | Path, check_images: bool = True) -> list[FaceRecord]:
     """Read a WFLW annotation list (``list_98pt_rect_attr_train.txt`` and its test variants).
 
-    Each line holds 196 coordinates (98 points, x y), the face box
+    Each line contains 196 coordinates (98 points, x y), the face box
     ``x_min y_min x_max y_max``, six 0/1 attribute flags (pose, expression,
     illumination, make-up, occlusion, blur) and the image path relative to
     ``image_root``.
@@ -853,7 +858,7 @@ class LandmarkDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} is out of range for a dataset of {len(self)} faces")
-        index = index % len(self)
+        index = int(index) % len(self)
         record = self.records[index]
         image = self.load_image(index)
         box = box_from_points(record.points)

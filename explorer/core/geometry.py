@@ -7,8 +7,10 @@ Conventions used everywhere in the project:
   ``cv2.resize`` use the same convention, so an affine matrix built here can
   be handed to OpenCV unchanged.
 * image -> crop is one 2x3 affine matrix (:class:`CropGeometry`). Crop,
-  rotation, scale, translation and horizontal flip all compose into it, so an
-  augmented sample is resampled exactly once.
+  rotation, scale, translation and horizontal flip all compose into it, so
+  pixels and points of an augmented sample follow the same matrix and the
+  photo is interpolated once (after an area pre-shrink when the crop shrinks
+  it more than 2x).
 * crop <-> heatmap uses the stride ``s = crop_size / heatmap_size``. Heatmap
   pixel (c, r) covers crop pixels ``c*s .. c*s + s - 1``, whose centre is
   ``c*s + (s - 1)/2``, hence::

@@ -381,9 +381,10 @@ class Trainer:
         (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         self.resume()
 
+        labels = f" with {self.config.labels} labels" if self.config.objective == "structured" else ""
         logger.info(
-            "training %s (%s labels) on %d faces, validating on %d, %d epochs, device %s",
-            self.config.objective, self.config.labels, len(self.train_set), len(self.val_set), self.config.epochs, self.device,
+            "training %s%s on %d faces, validating on %d, %d epochs, device %s",
+            self.config.objective, labels, len(self.train_set), len(self.val_set), self.config.epochs, self.device,
         )
         last_epoch = self.config.epochs if stop_after_epochs is None else min(self.config.epochs, self.epoch + stop_after_epochs)
         epochs = tqdm(range(self.epoch + 1, last_epoch + 1), desc="training", disable=not self.progress, unit="epoch",

@@ -1,8 +1,8 @@
 """Training augmentation: one affine warp for the geometry, then photometric changes on the crop.
 
 Horizontal flip, rotation, scale and translation are folded into a single
-:class:`~explorer.core.geometry.CropGeometry`, so each sample is resampled
-once and its points follow the same matrix as its pixels. Brightness,
+:class:`~explorer.core.geometry.CropGeometry`, so each sample is warped once
+and its points follow the same matrix as its pixels. Brightness,
 contrast, saturation, gamma, blur and occlusion then act on the crop only and
 never move a point.
 """
@@ -60,6 +60,13 @@ class AugmentationConfig:
     occlusion_size_range: tuple[float, float] = (0.1, 0.4)
 
     def __post_init__(self) -> None:
+        # Ranges read from JSON arrive as lists; store tuples of floats.
+        for name in ("scale_range", "gamma_range", "blur_sigma_range", "occlusion_size_range"):
+            value = getattr(self, name)
+            if len(value) != 2:
+                raise ValueError(f"{name} must be a (min, max) pair, got {value!r}")
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
+
         for name in ("flip_probability", "blur_probability", "occlusion_probability"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -79,7 +86,9 @@ class AugmentationConfig:
             if not 0.0 < low <= high:
                 raise ValueError(f"{name} must be (min, max) with 0 < min <= max, got {(low, high)!r}")
         if self.occlusion_size_range[1] > 1.0:
-            raise ValueError(f"occlusion_size_range is a fraction of the crop side; got max {self.occlusion_size_range[1]!r} > 1")
+            raise ValueError(
+                f"occlusion_size_range max must be <= 1 (a fraction of the crop side), got {self.occlusion_size_range[1]!r}"
+            )
 
     @classmethod
     def geometric_only(cls, **overrides: float) -> AugmentationConfig:
@@ -228,7 +237,7 @@ class Augmentation:
         values = np.clip(values + brightness, 0.0, 1.0)
         values = values ** np.float32(gamma)
 
-        # A blur kernel of 3 sigma on each side holds 99.7% of the weight.
+        # A kernel of 3 sigma on each side contains 99.7% of the Gaussian's weight.
         if blur:
             radius = max(1, int(np.ceil(3.0 * sigma)))
             values = cv2.GaussianBlur(values, (2 * radius + 1, 2 * radius + 1), sigma)

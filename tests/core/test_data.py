@@ -1,5 +1,4 @@
 import logging
-import os
 import random
 import struct
 from pathlib import Path
@@ -30,7 +29,6 @@ from explorer.core.data import (
 from explorer.core.transforms import Augmentation
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "explorer" / "assets" / "examples"
-SKIP_MESSAGE = "set EXPLORER_DATA to a folder in 300-W layout (e.g. ../shared/data/300w)"
 
 
 def pts_text(points, header=True, count=None) -> str:
@@ -55,14 +53,6 @@ def write_face(folder: Path, name: str, points=None, size=(100, 100), suffix=".j
     pts_path = folder / f"{name}.pts"
     pts_path.write_text(pts_text(face_points() if points is None else points))
     return image_path, pts_path
-
-
-@pytest.fixture
-def data_root() -> Path:
-    root = os.environ.get("EXPLORER_DATA")
-    if not root:
-        pytest.skip(SKIP_MESSAGE)
-    return Path(root)
 
 
 # --------------------------------------------------------------------- .pts
@@ -459,7 +449,8 @@ def test_dataset_points_follow_matrix():
 
 def test_dataset_plain_image_in_unit_range():
     item = LandmarkDataset(scan_folder(EXAMPLES), input_size=64)[0]
-    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert item["image"].min() >= 0.0
+    assert item["image"].max() <= 1.0
 
 
 def test_dataset_repeats_with_seed_and_epoch():
@@ -493,27 +484,27 @@ def test_dataset_preload_fills_cache():
 
 
 @pytest.mark.data
-def test_real_data_every_file_valid(data_root):
-    records = scan_folder(data_root)
+def test_real_data_every_file_valid(real_data):
+    records = scan_folder(real_data)
     assert len(records) == 1207
 
 
 @pytest.mark.data
-def test_real_data_split_sizes(data_root):
-    records = scan_folder(data_root)
+def test_real_data_split_sizes(real_data):
+    records = scan_folder(real_data)
     assert len(split_records(records, "train")) == 1086
     assert len(split_records(records, "val")) == 121
 
 
 @pytest.mark.data
-def test_real_data_sources(data_root):
-    sources = {record.source for record in scan_folder(data_root)}
+def test_real_data_sources(real_data):
+    sources = {record.source for record in scan_folder(real_data)}
     assert sources == {"afw", "helen/trainset"}
 
 
 @pytest.mark.data
-def test_real_data_item_shapes(data_root):
-    dataset = LandmarkDataset(split_records(scan_folder(data_root), "train"), input_size=128, augmentation=Augmentation())
+def test_real_data_item_shapes(real_data):
+    dataset = LandmarkDataset(split_records(scan_folder(real_data), "train"), input_size=128, augmentation=Augmentation())
     item = dataset[0]
     assert item["image"].shape == (3, 128, 128)
     assert item["points"].shape == (68, 2)

@@ -101,7 +101,7 @@ def test_flip_points_twice_is_identity():
     assert np.allclose(twice, points)
 
 
-def test_flip_points_moves_right_eye_to_left_eye_mirror():
+def test_flip_points_swaps_eye_corners():
     points = np.random.default_rng(1).uniform(0, 100, size=(68, 2))
     width = 120
     flipped = flip_points(points, width, IBUG68)
