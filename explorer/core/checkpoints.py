@@ -17,8 +17,10 @@ nested Python structures as tensors plus JSON metadata. Nothing here ever
 unpickles, so loading a file from an untrusted source cannot run code.
 
 Every write goes to a temporary file in the same folder, is flushed to disk
-and then renamed over the target, so a process killed at any moment leaves
-either the old file or the new one, never a partial file.
+and then renamed over the target. A process killed at any moment therefore
+leaves either the old file or the new one, never a partial file. A kill
+during a write can leave the temporary file (``.NAME.RANDOM.tmp``) behind,
+and :func:`remove_temporary_files` deletes those.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 _TENSOR_MARKER = "__tensor__"
 
+# atomic_write_bytes names its temporary files ".TARGET.RANDOM.tmp".
+_TEMPORARY_PREFIX = "."
+_TEMPORARY_SUFFIX = ".tmp"
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, not safetensors, or does not fit its model."""
@@ -57,7 +63,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
     # The temporary file must live in the same folder: os.replace is atomic
     # only within one file system.
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f"{_TEMPORARY_PREFIX}{path.name}.", suffix=_TEMPORARY_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -74,6 +82,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_temporary_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write_bytes` calls left in ``folder``.
+
+    Call this only while no other process writes to ``folder``, because a
+    stale temporary file looks the same as one that is being written.
+
+    Returns:
+        The deleted files.
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(f"{_TEMPORARY_PREFIX}*{_TEMPORARY_SUFFIX}")):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def card_path(weights_path: str | Path) -> Path:
@@ -108,7 +133,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointError(f"{path} is not a safetensors file: it has only {len(data)} bytes.")
 
     # Check the header length before handing the bytes to safetensors, so a
-    # pickle or a random file gets a message that says what it is not.
+    # pickle or a random file is reported as "not a safetensors file".
     header_length = int.from_bytes(data[:8], "little")
     if header_length > min(_MAX_HEADER_BYTES, len(data) - 8) or data[8:9] != b"{":
         raise CheckpointError(
@@ -118,7 +143,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     try:
         metadata = json.loads(data[8 : 8 + header_length]).get("__metadata__") or {}
         tensors = load_safetensors_bytes(data)
-    except (SafetensorError, ValueError, UnicodeDecodeError) as error:
+    except (SafetensorError, ValueError, UnicodeDecodeError, RecursionError) as error:
+        # json.loads raises RecursionError on deeply nested arrays.
         raise CheckpointError(f"{path} is not a valid safetensors file: {error}") from error
     return tensors, metadata
 
@@ -134,7 +160,7 @@ def read_card(path: str | Path) -> dict[str, Any]:
         )
     try:
         card = json.loads(metadata["card"])
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{path}: the embedded card is not valid JSON ({error}).") from error
     if not isinstance(card, dict) or not isinstance(card.get("model"), dict):
         raise CheckpointError(f"{path}: the embedded card has no 'model' configuration object.")
@@ -238,5 +264,5 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         structure = json.loads(metadata["state"])
         return _unflatten(structure, tensors)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as error:
         raise CheckpointError(f"{path}: the training state is damaged ({error}); delete it to start afresh.") from error

@@ -11,18 +11,27 @@ One run lives in one output folder:
 ``config.json``        the run's configuration
 =====================  ======================================================
 
-Each epoch ends by writing, in this order, ``best`` (when it improved), the
-state, ``last``, then the metrics line. All writes are atomic, so a process
-killed at any moment resumes from the last complete epoch, and re-running
-that epoch reproduces the same numbers: the data order and augmentation
-depend only on (seed, epoch, sample index), never on how often the process
-was restarted.
+Each epoch ends by writing, in this order, ``best`` (when it improved),
+``last``, the state, then the metrics line. All writes are atomic, so a
+process killed at any moment resumes from the last complete epoch, and
+re-running that epoch reproduces the same numbers: the data order and
+augmentation depend only on (seed, epoch, sample index), never on how often
+the process was restarted. The state goes after the weights because resume
+starts from it. A kill before the state write repeats the epoch and rewrites
+``best`` and ``last`` with the same weights, while a kill after it finds
+every file up to date.
+
+While it trains, a process holds an exclusive lock on ``.lock`` in the run
+folder (POSIX ``flock``), so a second trainer on the same folder fails at
+once. On start it deletes the temporary files that killed writes left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -32,14 +41,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows has no flock.
+    fcntl = None
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from explorer.core.checkpoints import load_state, save_model, save_state
+from explorer.core.checkpoints import atomic_write_bytes, load_state, remove_temporary_files, save_model, save_state
+from explorer.core import distributed
 from explorer.core.data import SPLIT_RULE, LandmarkDataset, scan_folder, split_records
 from explorer.core.evaluation import default_decoder, evaluate_model
 from explorer.core.geometry import crop_to_heatmap
@@ -53,6 +68,10 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("structured", "softargmax", "star")
 LABELS = ("image-aware", "isotropic")
 
+# Mixed precision of the forward pass on CUDA; losses and labels always run in
+# float32. The CPU trains in float32 whatever this says.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
 LICENCE_NOTE = (
     "Trained on 300-W (iBUG, Imperial College London) images and annotations, which are licensed "
     "for non-commercial research use only; these weights inherit that restriction."
@@ -60,15 +79,19 @@ LICENCE_NOTE = (
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+    """Training produced a NaN or infinite loss or weights; the last good checkpoint is kept."""
+
+
+class RunFolderBusyError(ValueError):
+    """Another process holds the lock of the run folder."""
 
 
 @dataclass
 class TrainConfig:
     """Everything that determines a training run; two equal configs give equal runs.
 
-    Learning rates are per step of ``batch_size`` images; ``warmup_epochs``
-    ramps the learning rate linearly from 0, then a cosine schedule decays it
+    The learning rate applies per step of ``batch_size`` images. It ramps up
+    linearly from 0 over ``warmup_epochs``, then a cosine schedule decays it
     to ``min_lr_ratio × lr`` at the last epoch.
     """
 
@@ -91,8 +114,11 @@ class TrainConfig:
     augmentation: dict[str, Any] = field(default_factory=dict)
     max_train_faces: int = 0
     max_val_faces: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.labels not in LABELS:
@@ -162,17 +188,29 @@ class Trainer:
         out_dir: the run folder (created if missing).
         command: the command line recorded in checkpoint cards.
         progress: show tqdm progress bars.
+        context: this process's rank in a DistributedDataParallel run; None
+            takes the process group already joined, if any (see
+            :mod:`explorer.core.distributed`). Rank 0 validates and writes
+            the run folder while the other ranks wait.
     """
 
-    def __init__(self, config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True,
+                 context: distributed.DistributedContext | None = None) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.command = command or " ".join(sys.argv)
-        self.progress = progress
+        self.context = context or distributed.current_context()
+        self.progress = progress and self.context.is_main
 
         if config.threads > 0:
             torch.set_num_threads(config.threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = distributed.device_for(self.context)
+        if config.batch_size % self.context.world_size != 0:
+            raise ValueError(
+                f"batch_size {config.batch_size} is not divisible by the {self.context.world_size} training processes; "
+                "each process takes batch_size / processes faces per step, so pick a multiple of the process count"
+            )
+        self.rank_batch_size = config.batch_size // self.context.world_size
 
         # Data: the deterministic train/validation split of one 300-W folder.
         records = scan_folder(config.data)
@@ -192,6 +230,8 @@ class Trainer:
         model_config = dict(config.model)
         model_config["num_landmarks"] = num_landmarks
         self.model = build_model(model_config).to(self.device)
+        if self.context.enabled:
+            distributed.convert_sync_batchnorm(self.model, self.device)
         self.stride = int(self.model.config["stride"])
         input_size = int(self.model.config["input_size"])
 
@@ -220,6 +260,19 @@ class Trainer:
         )
         self.ema = ModelEma(self.model, config.ema_decay)
 
+        # The forward pass goes through the DDP wrapper, which averages the
+        # gradients over ranks; self.model stays the plain network that EMA,
+        # checkpoints and resume see.
+        self.train_model: torch.nn.Module = self.model
+        if self.context.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.precision)
+        if self.device.type != "cuda" and self.autocast_dtype is not None:
+            logger.warning("precision %s applies on CUDA only; training on the CPU in float32", config.precision)
+            self.autocast_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+
         self.epoch = 0
         self.best_nme = math.inf
         self.best_epoch = 0
@@ -242,7 +295,8 @@ class Trainer:
         if not self.state_path.exists():
             return False
         state = load_state(self.state_path)
-        if state["config"] != self.config.to_dict():
+        # Options added after a run started take their defaults.
+        if TrainConfig.from_dict(state["config"]).to_dict() != self.config.to_dict():
             raise ValueError(
                 f"{self.out_dir} holds a run with a different configuration; resume it with the same "
                 "options, or pass a new --out folder to start another run."
@@ -261,13 +315,14 @@ class Trainer:
 
         # Drop metrics lines of an epoch that finished after the state was
         # written, so the log matches the state we resume from.
-        self._write_metrics_log()
+        if self.context.is_main:
+            self._write_metrics_log()
         logger.info("resumed %s after epoch %d (best NME %.3f at epoch %d)", self.out_dir, self.epoch, self.best_nme, self.best_epoch)
         return True
 
     def _write_metrics_log(self) -> None:
         lines = "".join(json.dumps(row) + "\n" for row in self.history)
-        self.metrics_path.write_text(lines)
+        atomic_write_bytes(self.metrics_path, lines.encode("utf-8"))
 
     def _state(self) -> dict[str, Any]:
         return {
@@ -286,12 +341,30 @@ class Trainer:
 
     # --------------------------------------------------------------- training
 
+    def _shuffle_seed(self, epoch: int) -> int:
+        # The order depends on (seed, epoch) only, so a resumed run sees the
+        # same batches as an uninterrupted one.
+        return self.config.seed * 100_003 + epoch
+
     def _loader(self, dataset: LandmarkDataset, shuffle_epoch: int | None) -> DataLoader:
+        if shuffle_epoch is not None and self.context.enabled:
+            # Each rank loads its share of the single-process batches.
+            sampler = distributed.EpochShardSampler(
+                dataset, self.context.world_size, self.context.rank, seed_for_epoch=self._shuffle_seed
+            )
+            sampler.set_epoch(shuffle_epoch)
+            return DataLoader(
+                dataset,
+                batch_size=self.rank_batch_size,
+                sampler=sampler,
+                num_workers=self.config.num_workers,
+                worker_init_fn=_seed_worker,
+                drop_last=False,
+                persistent_workers=False,
+            )
         generator = None
         if shuffle_epoch is not None:
-            # The order depends on (seed, epoch) only, so a resumed run sees
-            # the same batches as an uninterrupted one.
-            generator = torch.Generator().manual_seed(self.config.seed * 100_003 + shuffle_epoch)
+            generator = torch.Generator().manual_seed(self._shuffle_seed(shuffle_epoch))
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
@@ -318,26 +391,70 @@ class Trainer:
             images = batch["image"].to(self.device, non_blocking=True)
             heatmap_points = crop_to_heatmap(batch["points"].to(self.device), self.stride)
 
-            logits = self.model(images)
+            with self._autocast():
+                logits = self.train_model(images)
+            logits = logits.float()
             labels = self._labels(images, heatmap_points, tuple(logits.shape[-2:]))
             loss = self.loss_fn(logits, heatmap_points, labels)
-            if not torch.isfinite(loss):
+            # Every rank checks the mean loss over ranks, so all of them stop together.
+            step_loss = self._mean_over_ranks(loss.detach())
+            if not torch.isfinite(step_loss):
                 raise NonFiniteLossError(
-                    f"the {self.config.objective} loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    f"training stopped and the checkpoints of epoch {self.epoch} in {self.out_dir} are kept. "
-                    "Lower the learning rate (--lr) or check the data."
+                    f"the {self.config.objective} loss became {step_loss.item()} at epoch {epoch}, step {step}; "
+                    f"{self._kept_checkpoints()}. Lower the learning rate (--lr) or check the data."
                 )
 
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
             self.scheduler.step()
+
+            # A finite loss can still give non-finite gradients. Stop before
+            # they reach the EMA weights, which the checkpoints store.
+            non_finite = self._non_finite_tensor()
+            if non_finite is not None:
+                raise NonFiniteLossError(
+                    f"the weight {non_finite} became NaN or infinite after the update of epoch {epoch}, step {step}; "
+                    f"{self._kept_checkpoints()}. Lower the learning rate (--lr) or check the data."
+                )
             self.ema.update(self.model)
 
             total += loss.item() * images.shape[0]
             count += images.shape[0]
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.set_postfix(loss=f"{step_loss.item():.4f}" if self.context.enabled else f"{total / count:.4f}")
+        if self.context.enabled:
+            # The epoch's loss is the mean over every face that every rank saw.
+            sums = distributed.all_reduce_sum(torch.tensor([total, float(count)], dtype=torch.float64, device=self.device), self.context)
+            total, count = float(sums[0]), int(sums[1])
         return total / max(count, 1)
+
+    def _kept_checkpoints(self) -> str:
+        if self.epoch == 0:
+            return f"training stopped before the first epoch finished, so {self.out_dir} has no checkpoint"
+        return f"training stopped and the checkpoints of epoch {self.epoch} in {self.out_dir} are kept"
+
+    def _non_finite_tensor(self) -> str | None:
+        """Return the name of the first model parameter or buffer that is not finite, or None."""
+        tensors = [(name, tensor) for name, tensor in self.model.state_dict().items() if tensor.is_floating_point()]
+        # One reduction for the common case, so the check costs one device sync per step.
+        if torch.stack([torch.isfinite(tensor).all() for _, tensor in tensors]).all():
+            return None
+        return next(name for name, tensor in tensors if not torch.isfinite(tensor).all())
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type="cuda", dtype=self.autocast_dtype)
+
+    def _mean_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if not self.context.enabled:
+            return value
+        return distributed.all_reduce_sum(value.clone(), self.context) / self.context.world_size
 
     def validate(self) -> dict[str, float | int | str]:
         """Evaluate the EMA weights on the validation split with the objective's decoder."""
@@ -370,22 +487,61 @@ class Trainer:
             "training": self.config.to_dict() | {"data": root.name},
             "command": self.command,
             "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {self.device.type}",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, {self.device.type}"
+                       + (f", {self.context.world_size} processes" if self.context.enabled else ""),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "licence": LICENCE_NOTE,
         }
 
     def fit(self, stop_after_epochs: int | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-        """Train until ``config.epochs`` (or ``stop_after_epochs`` more epochs) and return the history."""
+        """Train until ``config.epochs`` (or ``stop_after_epochs`` more epochs) and return the history.
+
+        Raises:
+            RunFolderBusyError: another process is training in ``out_dir``.
+            NonFiniteLossError: the loss or the weights became NaN or infinite.
+        """
+        with self._lock_run_folder():
+            return self._fit(stop_after_epochs, on_epoch)
+
+    @contextlib.contextmanager
+    def _lock_run_folder(self) -> Iterator[None]:
+        """Hold the run folder's lock (rank 0 only) and delete temporary files of killed writes."""
+        if not self.context.is_main:
+            yield
+            return
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        with (self.out_dir / ".lock").open("a") as lock:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as error:
+                    if error.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    raise RunFolderBusyError(
+                        f"another process is training in {self.out_dir}; wait for it to finish, "
+                        "or pass another --out folder"
+                    ) from None
+            # NOTE: without fcntl (Windows) nothing stops a second trainer,
+            # which would lose its temporary files here.
+            for path in remove_temporary_files(self.out_dir):
+                logger.warning("deleted %s, a temporary file left by an interrupted write", path)
+            yield
+
+    def _fit(self, stop_after_epochs: int | None, on_epoch: Callable[[dict[str, Any]], None] | None) -> list[dict[str, Any]]:
+        main = self.context.is_main
+        if main:
+            config_text = json.dumps(self.config.to_dict(), indent=2) + "\n"
+            atomic_write_bytes(self.out_dir / "config.json", config_text.encode("utf-8"))
         self.resume()
 
-        labels = f" with {self.config.labels} labels" if self.config.objective == "structured" else ""
-        logger.info(
-            "training %s%s on %d faces, validating on %d, %d epochs, device %s",
-            self.config.objective, labels, len(self.train_set), len(self.val_set), self.config.epochs, self.device,
-        )
+        if main:
+            labels = f" with {self.config.labels} labels" if self.config.objective == "structured" else ""
+            processes = f", {self.context.world_size} processes" if self.context.enabled else ""
+            logger.info(
+                "training %s%s on %d faces, validating on %d, %d epochs, device %s%s",
+                self.config.objective, labels, len(self.train_set), len(self.val_set), self.config.epochs, self.device,
+                processes,
+            )
         last_epoch = self.config.epochs if stop_after_epochs is None else min(self.config.epochs, self.epoch + stop_after_epochs)
         epochs = tqdm(range(self.epoch + 1, last_epoch + 1), desc="training", disable=not self.progress, unit="epoch",
                       initial=self.epoch, total=self.config.epochs)
@@ -393,31 +549,37 @@ class Trainer:
             started = time.perf_counter()
             learning_rate = self.optimizer.param_groups[0]["lr"]
             train_loss = self._train_epoch(epoch)
-            metrics = self.validate()
-            row = {
-                "epoch": epoch,
-                "train_loss": round(train_loss, 6),
-                **metrics,
-                "lr": learning_rate,
-                "seconds": round(time.perf_counter() - started, 2),
-            }
+            row = None
+            if main:
+                metrics = self.validate()
+                row = {
+                    "epoch": epoch,
+                    "train_loss": round(train_loss, 6),
+                    **metrics,
+                    "lr": learning_rate,
+                    "seconds": round(time.perf_counter() - started, 2),
+                }
+            # Under DDP the other ranks wait here until rank 0 has validated,
+            # then take its metrics so that every rank has the same history.
+            row = distributed.broadcast_json(row, self.context, self.device)
 
-            # Write best, state, last, then the log line (see the module docstring).
+            # Write best, last, the state, then the log line (see the module docstring).
             self.epoch = epoch
             self.history.append(row)
-            if metrics["nme"] < self.best_nme:
-                self.best_nme, self.best_epoch = float(metrics["nme"]), epoch
-                save_model(self.out_dir / "best.safetensors", self.ema.module, self._card(row))
-            save_state(self.state_path, self._state())
-            save_model(self.out_dir / "last.safetensors", self.ema.module, self._card(row))
-            with self.metrics_path.open("a") as stream:
-                stream.write(json.dumps(row) + "\n")
-
-            logger.info(
-                "epoch %d/%d: train loss %.4f, val NME %.3f%% (%s), lr %.2e, %.1f s",
-                epoch, self.config.epochs, train_loss, metrics["nme"], self.decoder, learning_rate, row["seconds"],
-            )
-            epochs.set_postfix(nme=f"{metrics['nme']:.3f}")
+            if row["nme"] < self.best_nme:
+                self.best_nme, self.best_epoch = float(row["nme"]), epoch
+                if main:
+                    save_model(self.out_dir / "best.safetensors", self.ema.module, self._card(row))
+            if main:
+                save_model(self.out_dir / "last.safetensors", self.ema.module, self._card(row))
+                save_state(self.state_path, self._state())
+                with self.metrics_path.open("a") as stream:
+                    stream.write(json.dumps(row) + "\n")
+                logger.info(
+                    "epoch %d/%d: train loss %.4f, val NME %.3f%% (%s), lr %.2e, %.1f s",
+                    epoch, self.config.epochs, train_loss, row["nme"], self.decoder, learning_rate, row["seconds"],
+                )
+            epochs.set_postfix(nme=f"{row['nme']:.3f}")
             if on_epoch is not None:
                 on_epoch(row)
         return self.history
@@ -431,8 +593,17 @@ def set_seed(seed: int) -> None:
 
 def train(config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True,
           stop_after_epochs: int | None = None) -> Trainer:
-    """Train (or resume) a run and return the trainer, whose ``history`` holds the metrics."""
-    set_seed(config.seed)
-    trainer = Trainer(config, out_dir, command=command, progress=progress)
-    trainer.fit(stop_after_epochs=stop_after_epochs)
+    """Train (or resume) a run and return the trainer, whose ``history`` holds the metrics.
+
+    Under torchrun (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set) every
+    process calls this; it joins the process group and leaves it when done.
+    """
+    context, created = distributed.init_process_group()
+    try:
+        set_seed(config.seed)
+        trainer = Trainer(config, out_dir, command=command, progress=progress, context=context)
+        trainer.fit(stop_after_epochs=stop_after_epochs)
+    finally:
+        if created:
+            distributed.destroy_process_group(context)
     return trainer
