@@ -37,7 +37,7 @@ FACE_VIEW_SIDE = 448
 
 @dataclass(frozen=True)
 class AppSettings:
-    """Where the app finds its models and data, and how it serves them.
+    """Locations of the app's models and data, and the server settings.
 
     Attributes:
         checkpoints: folder with ``structured.safetensors`` and ``softargmax.safetensors``.

@@ -1,4 +1,4 @@
-"""Where a face comes from (upload, example, data folder), which face is used, and cached predictions."""
+"""Face sources (upload, example, data folder), the choice of face, and cached predictions."""
 
 from __future__ import annotations
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,9 +51,8 @@ __all__ = [
 ]
 
 # Largest decoded image accepted, in pixels (width x height). 40 megapixels is
-# above current phone cameras (about 12-24 MP for the main sensor at default
-# settings, 48-50 MP in "full resolution" modes) and keeps one decoded RGB copy
-# at 120 MB.
+# an estimate of what a phone camera writes at its default settings (12-24 MP
+# is common), with room to spare. One decoded RGB copy then takes 120 MB.
 MAX_PIXELS = 40_000_000
 
 # Smallest accepted image side, in pixels. A face in a smaller image has too
@@ -62,12 +60,12 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 32
 
 # Face detection runs on a copy whose longer side is at most this many pixels,
-# because the Haar cascades cost grows with the pixel count while faces in
-# phone photos stay far above the cascades' 24-pixel minimum at this size.
+# because the Haar cascades' cost grows with the pixel count. A face a tenth
+# of the photo wide is then 128 pixels wide, above the cascades' 24-pixel minimum.
 DETECTION_MAX_SIDE = 1280
 
 # Formats that PIL decodes and that people upload as photos. Other formats PIL
-# knows (PSD, ICO, ...) are accepted too, but the message names these.
+# decodes (PSD, ICO, ...) are accepted too, but the messages name these.
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF or PPM"
 
 # Crop side / box side when the whole image is used because no face was found:
@@ -171,11 +169,15 @@ def load_upload(
 ) -> LoadedImage:
     """Decode an uploaded photo into RGB, rejecting files that are not usable photos.
 
-    Checks, in this order: the file exists and is not empty; PIL recognises
-    the format; the size declared in the header is at most ``max_pixels``
-    (checked before any pixel is decoded, so a small file that declares a huge
-    image costs nothing); the pixel data is complete; each side is at least
-    ``min_side`` pixels after the EXIF orientation is applied.
+    Checks, in this order:
+
+    1. the file exists and is not empty;
+    2. PIL recognises the format;
+    3. the size declared in the header is at most ``max_pixels``. This runs
+       before any pixel is decoded, so a small file that declares a huge image
+       costs nothing;
+    4. the pixel data is complete;
+    5. each side is at least ``min_side`` pixels after the EXIF orientation is applied.
 
     Conversions: the EXIF orientation tag is applied, animated images keep
     their first frame, transparency is composited on white, and greyscale,
@@ -193,10 +195,12 @@ def load_upload(
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(declared.group(1)) / 1e6:,.0f} megapixels" if declared else "more pixels than PIL accepts"
         raise InputError(
-            f"{name} declares more pixels than PIL's decompression-bomb limit "
-            f"({Image.MAX_IMAGE_PIXELS:,}); upload a photo of at most {max_pixels:,} pixels"
+            f"{name} declares an image of {size}, above the limit of {max_pixels / 1e6:.0f} megapixels "
+            "(it may be a decompression bomb); upload a smaller photo"
         ) from None
     except UnidentifiedImageError:
         raise InputError(f"{name} is not an image that can be read; upload a photo in {SUPPORTED_FORMATS}") from None
@@ -289,7 +293,7 @@ def parse_box(text: str | None, image_width: int, image_height: int) -> np.ndarr
         raise InputError(f"box {text!r} contains a value that is not finite; type four pixel coordinates")
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
-        raise InputError(f"box {text!r} has x1 <= x0 or y1 <= y0; type it as 'x0, y0, x1, y1' with x0 < x1 and y0 < y1")
+        raise InputError(f"box {text!r} has x1 not above x0 or y1 not above y0; type it as 'x0, y0, x1, y1' from the top-left to the bottom-right corner")
     if x1 < 0 or y1 < 0 or x0 > image_width - 1 or y0 > image_height - 1:
         raise InputError(
             f"box {text!r} lies outside the {image_width} x {image_height} image; type a box that covers the face"
@@ -423,7 +427,6 @@ class ModelOutput:
     crop: np.ndarray
     stride: int
     decoder: str
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_points(self) -> np.ndarray:
@@ -578,8 +581,3 @@ class Predictor:
             )
         return outputs
 
-
-def interocular_distance(points: np.ndarray, scheme: LandmarkScheme) -> float:
-    """Return the distance between the scheme's NME normaliser points (outer eye corners)."""
-    first, second = scheme.normaliser
-    return float(math.dist(points[first], points[second]))
