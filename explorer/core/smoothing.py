@@ -56,9 +56,14 @@ class SmoothingParams:
             patch gives Sigma = sigma^2 I. Default 1.0.
         window: half-size R of the square (2R + 1) x (2R + 1) window of edge
             values around each landmark. Default 4.
+        edge_sigma: standard deviation of a Gaussian that weights the edge
+            values by their distance from the landmark inside the window. It
+            keeps edges that pass near the point from dominating the second
+            moments over the edge through it; 0 weights the whole window
+            equally. Default 2.0.
         edge_weight: weight w in [0, 1] of the edge component. The combined
             weight is (1 - w) * Gaussian + w * edges, where both have peak value 1.
-            0 gives sigma^2 I everywhere. Default 0.5.
+            0 gives sigma^2 I everywhere. Default 0.8.
         smooth_sigma: standard deviation of the Gaussian blur of the grey image
             before the Sobel operator, which suppresses pixel noise; 0 disables
             it. Default 0.5.
@@ -71,21 +76,30 @@ class SmoothingParams:
             which keeps Sigma invertible on a thin edge. Default 0.5.
         max_std: cap of the standard deviation along each principal axis, which
             bounds the spread along a long edge. Default 4.0.
+        preserve_area: rescale Sigma so that det(Sigma) = sigma^4, the
+            determinant of the isotropic label. The edges then decide only the
+            orientation and elongation of the label, not how much it blurs,
+            so the label is as sharp as the isotropic one on average.
+            Default True.
     """
 
     sigma: float = 1.0
     window: int = 4
-    edge_weight: float = 0.5
+    edge_sigma: float = 2.0
+    edge_weight: float = 0.8
     smooth_sigma: float = 0.5
     min_edge_scale: float = 0.05
     min_std: float = 0.5
     max_std: float = 4.0
+    preserve_area: bool = True
 
     def __post_init__(self) -> None:
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0 heatmap pixels, got {self.sigma}")
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
             raise ValueError(f"window must be an int >= 1 (half-size in heatmap pixels), got {self.window!r}")
+        if not self.edge_sigma >= 0:
+            raise ValueError(f"edge_sigma must be >= 0 heatmap pixels (0 weights the window equally), got {self.edge_sigma}")
         if not 0.0 <= self.edge_weight <= 1.0:
             raise ValueError(f"edge_weight must be in [0, 1], got {self.edge_weight}")
         if not self.smooth_sigma >= 0:
@@ -253,8 +267,9 @@ def label_covariances(
     The Gaussian part enters through its exact continuous moments (mass
     2 pi sigma^2, second moment 2 pi sigma^4 I), so a flat image gives exactly
     sigma^2 I. The edge part sums over the (2R + 1)^2 pixels of the window around
-    the pixel nearest to y. The eigenvalues of Sigma are then clamped to
-    [min_std^2, max_std^2]. Because the moments are taken around y, an edge that
+    the pixel nearest to y, each weighted by exp(-|p - y|^2 / (2 edge_sigma^2)).
+    With ``preserve_area`` Sigma is scaled to determinant sigma^4, and its
+    eigenvalues are then clamped to [min_std^2, max_std^2]. Because the moments are taken around y, an edge that
     passes inside the window but not through y widens Sigma across that edge too.
 
     Args:
@@ -293,6 +308,10 @@ def label_covariances(
     dx = window_x[..., None, :]
     dy = window_y[..., :, None]
 
+    # Soft restriction of the edges to the neighbourhood of the point.
+    if settings.edge_sigma > 0:
+        windows = windows * torch.exp(-(dx * dx + dy * dy) / (2.0 * settings.edge_sigma**2))
+
     # Mass and second moments of the edge component over the window.
     edge_mass = settings.edge_weight * windows.sum(dim=(-2, -1))
     edge_xx = settings.edge_weight * (windows * dx * dx).sum(dim=(-2, -1))
@@ -317,8 +336,12 @@ def label_covariances(
     cov_yy = torch.where(flat, torch.full_like(cov_yy, variance), cov_yy)
     covariance = torch.stack([torch.stack([cov_xx, cov_xy], -1), torch.stack([cov_xy, cov_yy], -1)], -2)
 
-    # Clamp the spread along each principal axis to [min_std, max_std].
+    # Optionally give the label the isotropic label's area, then clamp the
+    # spread along each principal axis to [min_std, max_std].
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    if settings.preserve_area:
+        area = (eigenvalues[..., 0] * eigenvalues[..., 1]).clamp_min(torch.finfo(dtype).tiny).sqrt()
+        eigenvalues = eigenvalues * (variance / area)[..., None]
     eigenvalues = eigenvalues.clamp(settings.min_std**2, settings.max_std**2)
     return (eigenvectors * eigenvalues[..., None, :]) @ eigenvectors.transpose(-1, -2)
 
