@@ -129,6 +129,13 @@ def write_report(
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     runs = [summarise_run(Path(folder), data_root, device) for folder in run_folders]
+
+    # Runs of the same objective and labels (for example two smoothing
+    # settings) are told apart by their folder names.
+    labels = [run.label for run in runs]
+    for run in runs:
+        if labels.count(run.label) > 1:
+            run.label = f"{run.label} [{run.folder.name}]"
     target = target_nme if target_nme is not None else _default_target(runs)
 
     convergence_png = save_convergence_plot({run.label: run.history for run in runs}, figures / "convergence.png", target)
@@ -174,23 +181,31 @@ def write_report(
     ]
 
     # Image-aware versus isotropic labels, per face region.
-    by_label = {run.label: run for run in runs}
-    aware, isotropic = by_label.get("structured (image-aware)"), by_label.get("structured (isotropic)")
-    if aware and isotropic:
-        aware_regions, isotropic_regions = _region_errors(aware.results["refined"]), _region_errors(isotropic.results["refined"])
+    structured = [run for run in runs if run.objective == "structured"]
+    isotropic = next((run for run in structured if run.card.get("labels") == "isotropic"), None)
+    aware_runs = [run for run in structured if run.card.get("labels") == "image-aware"]
+    if isotropic and aware_runs:
+        reference = _region_errors(isotropic.results["refined"])
+        header = "| region | isotropic |" + "".join(f" {run.label} | difference |" for run in aware_runs)
         lines += [
             "## Image-aware versus isotropic labels",
             "",
-            "Mean normalised error per face region (percent), refined-argmax decoder:",
+            "Mean normalised error per face region (percent), refined-argmax decoder. "
+            "A negative difference means the image-aware labels lowered the error.",
             "",
-            "| region | image-aware | isotropic | difference |",
-            "| --- | ---: | ---: | ---: |",
+            header,
+            "| --- | ---: |" + " ---: | ---: |" * len(aware_runs),
         ]
-        for region in aware_regions:
-            difference = aware_regions[region] - isotropic_regions[region]
-            lines.append(f"| {region} | {aware_regions[region]:.3f} | {isotropic_regions[region]:.3f} | {difference:+.3f} |")
-        overall = aware.results["refined"].nme - isotropic.results["refined"].nme
-        lines += ["", f"Overall the image-aware labels change the validation NME by {overall:+.3f} percentage points.", ""]
+        aware_regions = [_region_errors(run.results["refined"]) for run in aware_runs]
+        for region in reference:
+            cells = "".join(f" {regions[region]:.3f} | {regions[region] - reference[region]:+.3f} |" for regions in aware_regions)
+            lines.append(f"| {region} | {reference[region]:.3f} |{cells}")
+        lines.append("")
+        for run in aware_runs:
+            change = run.results["refined"].nme - isotropic.results["refined"].nme
+            smoothing = ", ".join(f"{key}={value}" for key, value in (run.card.get("smoothing") or {}).items())
+            lines.append(f"- {run.label} ({smoothing}): validation NME changes by {change:+.3f} percentage points.")
+        lines.append("")
 
     lines += [
         "## Runs",
