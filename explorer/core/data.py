@@ -12,6 +12,8 @@ one, and the fix:
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import math
 import struct
@@ -47,6 +49,16 @@ MAX_IMAGE_PIXELS = 100_000_000
 # A WFLW list line is roughly 2 KB (an estimate: 206 numbers of about 9
 # characters), so this cap leaves room for over 100 000 faces.
 MAX_LIST_BYTES = 256_000_000
+
+# The WFLW release lists 7 500 training and 2 500 test faces, one per line.
+# The line cap bounds the time spent on a file of blank lines.
+MAX_LIST_LINES = 1_000_000
+
+# Points are returned as float32, so larger magnitudes would become infinite.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+# Maximum number of characters of an invalid value that an error message quotes.
+MAX_QUOTED_CHARS = 80
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm")
 
@@ -149,7 +161,8 @@ def _parse_header_count(value: str, source: str | Path, line: int) -> int:
     try:
         count = int(value)
     except ValueError:
-        raise AnnotationError(f"n_points must be an integer, got {value!r}", source, line) from None
+        # int() also rejects strings of more than 4300 digits (Python 3.11+).
+        raise AnnotationError(f"n_points must be an integer, got {value[:MAX_QUOTED_CHARS]!r}", source, line) from None
     if count < 0:
         raise AnnotationError(f"n_points is negative ({count}); it must be the number of points", source, line)
     if count > MAX_POINTS:
@@ -158,15 +171,25 @@ def _parse_header_count(value: str, source: str | Path, line: int) -> int:
 
 
 def _parse_point(text: str, source: str | Path, line: int) -> tuple[float, float]:
-    values = text.split()
+    # maxsplit bounds the work on a long line of many values.
+    values = text.split(maxsplit=2)
     if len(values) != 2:
-        raise AnnotationError(f"expected 2 values 'x y' per point line, got {len(values)}: {text[:80]!r}", source, line)
+        count = "more than 2" if len(values) > 2 else str(len(values))
+        raise AnnotationError(
+            f"expected 2 values 'x y' per point line, got {count}: {text[:MAX_QUOTED_CHARS]!r}", source, line
+        )
     try:
         x, y = float(values[0]), float(values[1])
     except ValueError:
-        raise AnnotationError(f"point coordinates must be numbers, got {text[:80]!r}", source, line) from None
+        raise AnnotationError(f"point coordinates must be numbers, got {text[:MAX_QUOTED_CHARS]!r}", source, line) from None
     if not (math.isfinite(x) and math.isfinite(y)):
-        raise AnnotationError(f"point coordinates must be finite, got {text[:80]!r}", source, line)
+        raise AnnotationError(f"point coordinates must be finite, got {text[:MAX_QUOTED_CHARS]!r}", source, line)
+    if abs(x) > FLOAT32_MAX or abs(y) > FLOAT32_MAX:
+        raise AnnotationError(
+            f"point coordinates must be at most {FLOAT32_MAX:.4g} in magnitude (float32), got {text[:MAX_QUOTED_CHARS]!r}",
+            source,
+            line,
+        )
     return x, y
 
 
@@ -182,7 +205,8 @@ def parse_pts_text(
     lines are ignored.
 
     Args:
-        text: the file content; bytes must be UTF-8 (ASCII in practice).
+        text: the file content; bytes must be UTF-8 (ASCII in practice). A
+            leading byte order mark, as some Windows editors write, is skipped.
         source: a name for error messages, such as the uploaded file's name.
         expected_count: when given, the number of points the file must have.
 
@@ -200,6 +224,7 @@ def parse_pts_text(
             raise AnnotationError(
                 f"not a text file (invalid UTF-8 at byte {error.start}); expected a 300-W .pts file", source
             ) from None
+    text = text.removeprefix("\ufeff")
     if "\x00" in text:
         raise AnnotationError("not a text file (contains NUL bytes); expected a 300-W .pts file", source)
 
@@ -227,11 +252,15 @@ def parse_pts_text(
                 has_header = True
                 continue
             if key == "n_points":
+                if header_line is not None:
+                    raise AnnotationError(f"n_points is given twice (lines {header_line} and {number})", source, number)
                 has_header = True
                 header_count = _parse_header_count(value.strip(), source, number)
                 header_line = number
                 continue
-            raise AnnotationError(f"unknown header key {key!r}; expected 'version' or 'n_points'", source, number)
+            raise AnnotationError(
+                f"unknown header key {key[:MAX_QUOTED_CHARS]!r}; expected 'version' or 'n_points'", source, number
+            )
 
         if line == "{":
             if opened_at is not None or points:
@@ -280,23 +309,40 @@ def read_pts(path: str | Path, expected_count: int | None = None) -> np.ndarray:
     Files larger than ``MAX_PTS_BYTES`` are rejected before they are read.
     """
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise AnnotationError("annotation file not found", path)
-
-    size = path.stat().st_size
-    if size > MAX_PTS_BYTES:
-        raise AnnotationError(
-            f"file is {size} bytes, above the {MAX_PTS_BYTES}-byte limit for a .pts file; "
-            "it is not a landmark annotation",
-            path,
-        )
-
-    # Read at most one byte over the cap, in case the file grew since stat().
-    with path.open("rb") as handle:
-        data = handle.read(MAX_PTS_BYTES + 1)
-    if len(data) > MAX_PTS_BYTES:
-        raise AnnotationError(f"file is larger than the {MAX_PTS_BYTES}-byte limit for a .pts file", path)
+    data = _read_capped(path, MAX_PTS_BYTES, "a .pts file; it is not a landmark annotation")
     return parse_pts_text(data, source=path, expected_count=expected_count)
+
+
+def _read_capped(path: Path, limit: int, kind: str) -> bytes:
+    """Read at most ``limit`` bytes of ``path``, raising AnnotationError for larger or unreadable files."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise AnnotationError(f"file is {size} bytes, above the {limit}-byte limit for {kind}", path)
+
+        # Read one byte more than stat() reported, which shows whether the file
+        # grew since, and then up to one byte over the cap. read(n) allocates
+        # n bytes at once, so asking for the cap first would cost its size.
+        with path.open("rb") as handle:
+            data = handle.read(size + 1)
+            if len(data) > size:
+                data += handle.read(limit + 1 - len(data))
+    except OSError as error:
+        raise AnnotationError(f"cannot read the file ({error.strerror or error})", path) from None
+    if len(data) > limit:
+        raise AnnotationError(f"file is larger than the {limit}-byte limit for {kind}", path)
+    return data
+
+
+def _is_file(path: Path) -> bool:
+    # Path.is_file() raises for some errors, such as a name longer than the
+    # file system allows (ENAMETOOLONG), instead of returning False.
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def write_pts(path: str | Path, points: np.ndarray | torch.Tensor) -> None:
@@ -651,13 +697,26 @@ def scan_folder(
 # --------------------------------------------------------------------------
 
 
+def _relative_image_problem(relative_image: str) -> str | None:
+    """Describe why a listed image path is unusable, or return None when it is a relative file path."""
+    image = Path(relative_image)
+    if image.is_absolute():
+        return "the image path must be relative to the image folder"
+    if ".." in image.parts:
+        return "the image path must not contain '..'"
+    if image.name in ("", "."):
+        return "the image path has no file name"
+    return None
+
+
 def read_wflw_list(path: str | Path, image_root: str | Path, check_images: bool = True) -> list[FaceRecord]:
     """Read a WFLW annotation list (``list_98pt_rect_attr_train.txt`` and its test variants).
 
     Each line contains 196 coordinates (98 points, x y), the face box
     ``x_min y_min x_max y_max``, six 0/1 attribute flags (pose, expression,
     illumination, make-up, occlusion, blur) and the image path relative to
-    ``image_root``.
+    ``image_root``. Absolute image paths and paths with ``..`` are rejected,
+    so a list cannot point outside ``image_root``.
 
     Args:
         path: the list file.
@@ -667,20 +726,20 @@ def read_wflw_list(path: str | Path, image_root: str | Path, check_images: bool 
 
     Returns:
         One record per line, with ``box`` and ``attributes`` set, sorted by name.
+
+    Raises:
+        AnnotationError: the list is missing, too large or invalid, naming the line.
+        DatasetError: ``check_images`` is set and listed images are missing.
     """
     path = Path(path)
     image_root = Path(image_root)
-    if not path.is_file():
+    if not _is_file(path):
         raise AnnotationError("WFLW annotation list not found", path)
-    size = path.stat().st_size
-    if size > MAX_LIST_BYTES:
-        raise AnnotationError(f"file is {size} bytes, above the {MAX_LIST_BYTES}-byte limit for an annotation list", path)
-
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise AnnotationError(f"not a text file (invalid UTF-8 at byte {error.start})", path) from None
+    raw = _read_capped(path, MAX_LIST_BYTES, "an annotation list").removeprefix(codecs.BOM_UTF8)
+    if b"\x00" in raw:
+        raise AnnotationError("not a text file (contains NUL bytes); expected a WFLW annotation list", path)
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
     coordinate_count = 2 * 98
     numeric_count = coordinate_count + 4 + len(WFLW_ATTRIBUTES)
@@ -688,23 +747,39 @@ def read_wflw_list(path: str | Path, image_root: str | Path, check_images: bool 
     faces_per_image: Counter[str] = Counter()
     missing: list[FileProblem] = []
 
-    for number, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
+    # Iterate lazily over a BytesIO, which shares the buffer of ``raw``: a list
+    # of every line of a file of short lines would take many times its size.
+    for number, line_bytes in enumerate(io.BytesIO(raw), start=1):
+        if number > MAX_LIST_LINES:
+            raise AnnotationError(f"more than {MAX_LIST_LINES} lines; this is not a WFLW annotation list", path, number)
+        try:
+            line = line_bytes.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise AnnotationError(
+                f"not a text file (invalid UTF-8 at byte {error.start} of the line)", path, number
+            ) from None
+
+        # maxsplit keeps the token count bounded on a line of many values. The
+        # last token is the rest of the line: the image path, which may contain spaces.
+        tokens = line.split(maxsplit=numeric_count)
         if not tokens:
             continue
         if len(tokens) < numeric_count + 1:
             raise AnnotationError(
                 f"expected {numeric_count} numbers and an image path, got {len(tokens)} fields", path, number
             )
-
-        # Numbers first; the image path is the rest of the line (it may contain spaces).
         try:
             values = np.array([float(token) for token in tokens[:numeric_count]], dtype=np.float64)
         except ValueError:
             raise AnnotationError(f"the first {numeric_count} fields must be numbers", path, number) from None
         if not np.all(np.isfinite(values)):
             raise AnnotationError("coordinates and box must be finite numbers", path, number)
-        relative_image = " ".join(tokens[numeric_count:])
+        if np.any(np.abs(values[:coordinate_count]) > FLOAT32_MAX):
+            raise AnnotationError(f"coordinates must be at most {FLOAT32_MAX:.4g} in magnitude (float32)", path, number)
+        relative_image = tokens[numeric_count].strip()
+        image_problem = _relative_image_problem(relative_image)
+        if image_problem is not None:
+            raise AnnotationError(f"{image_problem}, got {relative_image[:MAX_QUOTED_CHARS]!r}", path, number)
 
         points = values[:coordinate_count].reshape(98, 2).astype(np.float32)
         box = values[coordinate_count : coordinate_count + 4]
@@ -713,7 +788,7 @@ def read_wflw_list(path: str | Path, image_root: str | Path, check_images: bool 
             raise AnnotationError(f"attribute flags must be 0 or 1, got {flags.tolist()}", path, number)
 
         image_path = image_root / relative_image
-        if check_images and not image_path.is_file():
+        if check_images and not _is_file(image_path):
             missing.append(FileProblem(image_path, f"listed on line {number} of {path} but not found"))
 
         # Several faces can share one image, so number them per image.
