@@ -20,7 +20,16 @@ from explorer.inference.predictor import InputError
 # Separator between a landmark's number and its name in the landmark menu.
 LANDMARK_SEPARATOR = " · "
 
-_LEADING_NUMBER = re.compile(r"^\s*(\d+)\s*(?:·|:|-|\.|\s|$)")
+# A menu entry or a typed "36: right eye, outer corner": a number, a separator
+# and a name. The name must not start with a digit, so "36.5" and "3 6" are
+# not read as landmarks 36 and 3.
+_NUMBER_AND_NAME = re.compile(r"^\s*(\d+)\s*(?:[·:.\-]\s*|\s+)(\D.*)$")
+
+# A typed number, whole or not, with an optional sign and exponent.
+_NUMBER = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+
+# Maximum length of landmark text quoted in an error message.
+_QUOTED_CHARACTERS = 80
 
 
 def landmark_choices(scheme: LandmarkScheme) -> list[str]:
@@ -31,23 +40,46 @@ def landmark_choices(scheme: LandmarkScheme) -> list[str]:
 def parse_landmark(value: str | int | float | None, scheme: LandmarkScheme) -> int:
     """Resolve a landmark typed as a number, a name or a menu entry; empty means landmark 0.
 
+    A menu entry's name must be the name of its number, so a typing slip such
+    as ``"36 · left eye, outer corner"`` is reported instead of silently
+    picking either landmark.
+
     Raises:
         InputError: naming the value and the valid numbers.
     """
+    valid = f"type a number 0..{scheme.count - 1} or a landmark name such as {scheme.names[0]!r}"
     if value is None or (isinstance(value, str) and not value.strip()):
         return 0
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InputError(f"landmark {str(value)[:_QUOTED_CHARACTERS]!r} is not a number or a name; {valid}")
+    if isinstance(value, str) and _NUMBER.match(value):
+        value = float(value)
     if isinstance(value, float):
         if not value.is_integer():
-            raise InputError(f"landmark {value} is not a whole number; choose 0..{scheme.count - 1} or a name")
+            raise InputError(f"landmark {value:g} is not a whole number; {valid}")
         value = int(value)
-    if isinstance(value, str):
-        match = _LEADING_NUMBER.match(value)
-        if match is not None:
-            value = match.group(1)
+    if isinstance(value, int):
+        if not 0 <= value < scheme.count:
+            raise InputError(f"landmark index {value} is outside 0..{scheme.count - 1}; {valid}")
+        return value
+
+    quoted = value.strip() if len(value.strip()) <= _QUOTED_CHARACTERS else value.strip()[: _QUOTED_CHARACTERS - 1] + "…"
+    entry = _NUMBER_AND_NAME.match(value)
+    if entry is not None:
+        index = int(entry.group(1))
+        if not 0 <= index < scheme.count:
+            raise InputError(f"landmark {quoted!r}: index {index} is outside 0..{scheme.count - 1}; {valid}")
+        typed_name = " ".join(entry.group(2).lower().split())
+        if typed_name != scheme.names[index].lower():
+            raise InputError(
+                f"landmark {quoted!r}: number {index} is {scheme.names[index]!r}, not {entry.group(2).strip()!r}; "
+                "type the number or the name alone"
+            )
+        return index
     try:
         return landmark_index(scheme, value)
-    except (ValueError, TypeError) as error:
-        raise InputError(str(error)) from None
+    except ValueError:
+        raise InputError(f"no landmark named {quoted!r}; {valid}") from None
 
 
 def landmark_label(index: int, scheme: LandmarkScheme) -> str:

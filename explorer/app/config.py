@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,20 @@ MODEL_LABELS = {"structured": "structured loss", "softargmax": "soft-argmax loss
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 
-# Largest upload the server accepts (Gradio's ``max_file_size``). A 40-megapixel
-# JPEG from a phone is about 10-20 MB, so 25 MB leaves room for high-quality
-# JPEGs while rejecting larger files before they reach the decoder.
-MAX_FILE_SIZE = "25mb"
+# Largest upload the server accepts, in bytes (Gradio's ``max_file_size``; 25 MiB,
+# which Gradio also writes as "25mb"). A 40-megapixel JPEG from a phone is
+# about 10-20 MB, so 25 MB leaves room for high-quality JPEGs while rejecting
+# larger files before they reach the decoder.
+MAX_FILE_SIZE = 25 * 1024 * 1024
 
-# Events that may run at the same time (Gradio's ``default_concurrency_limit``).
+# Largest HTTP request body, in bytes. An image pasted as a base64 data URL
+# travels inside the request's JSON and takes 4/3 of the file's size. The
+# limit fits a MAX_FILE_SIZE file so encoded, plus 1 MiB for the rest of the
+# request and for the multipart headers of a file upload.
+MAX_REQUEST_BODY = MAX_FILE_SIZE * 4 // 3 + 1024 * 1024
+
+# Model events that may run at the same time across the app (Gradio's
+# ``default_concurrency_limit``, shared by the group main.MODEL_EVENTS).
 # Each running event gets cpu_count // concurrency torch threads, so two
 # events on a 2-core machine use one core each instead of fighting over both.
 DEFAULT_CONCURRENCY = 2
@@ -70,6 +79,11 @@ class AppSettings:
             "device": os.environ.get("EXPLORER_DEVICE") or None,
         }
         values.update({key: value for key, value in overrides.items() if value is not None})
+
+        # An empty --host (say, from an unset shell variable) would make the
+        # server listen on every interface, so it means the default instead.
+        if not str(values["host"]).strip():
+            values["host"] = DEFAULT_HOST
         values["checkpoints"] = Path(values["checkpoints"])  # type: ignore[arg-type]
         if values["data"] is not None:
             values["data"] = Path(values["data"])  # type: ignore[arg-type]
@@ -94,5 +108,15 @@ def _int_from_environment(name: str, default: int) -> int:
 
 
 def is_loopback(host: str) -> bool:
-    """Return whether ``host`` is a loopback address or name."""
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Return whether ``host`` is a loopback address (127.0.0.0/8, ::1) or the name ``localhost``.
+
+    Any other name counts as not loopback, because it may resolve to any address.
+    """
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool(address.is_loopback or (mapped is not None and mapped.is_loopback))

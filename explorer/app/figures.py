@@ -112,6 +112,8 @@ def region_view(rgb: np.ndarray, box: np.ndarray, side: int = FACE_VIEW_SIDE) ->
     """Cut the square around ``box`` (image pixels) out of the photo and resize it to ``side`` pixels.
 
     Parts of the square outside the photo are black, as in the network's crop.
+    The square is resampled straight into the ``side``-pixel view, so the
+    memory used is bounded by the photo and the view, however large the box.
     """
     box = np.asarray(box, dtype=np.float64)
     centre = 0.5 * (box[:2] + box[2:])
@@ -119,18 +121,19 @@ def region_view(rgb: np.ndarray, box: np.ndarray, side: int = FACE_VIEW_SIDE) ->
     x0 = math.floor(centre[0] - half)
     y0 = math.floor(centre[1] - half)
     extent = max(1, math.ceil(2 * half) + 1)
-
-    # Cut with a black border, so the view stays square at the photo's edges.
-    height, width = rgb.shape[:2]
-    patch = np.zeros((extent, extent, 3), dtype=np.uint8)
-    src_x0, src_y0 = max(x0, 0), max(y0, 0)
-    src_x1, src_y1 = min(x0 + extent, width), min(y0 + extent, height)
-    if src_x1 > src_x0 and src_y1 > src_y0:
-        patch[src_y0 - y0 : src_y1 - y0, src_x0 - x0 : src_x1 - x0] = rgb[src_y0:src_y1, src_x0:src_x1]
-
     factor = side / extent
-    interpolation = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    image = cv2.resize(patch, (side, side), interpolation=interpolation)
+
+    # Only the part of the photo inside the square is resampled (a slice, not
+    # a copy). A square that misses the photo entirely gives a black view.
+    height, width = rgb.shape[:2]
+    left, top = min(max(x0, 0), width - 1), min(max(y0, 0), height - 1)
+    right, bottom = max(min(x0 + extent, width), left + 1), max(min(y0 + extent, height), top + 1)
+    part = rgb[top:bottom, left:right]
+
+    # The view's map, v = (u - origin + 0.5) * factor - 0.5, for pixels u of the part.
+    offset = 0.5 * factor - 0.5
+    matrix = np.array([[factor, 0.0, offset + factor * (left - x0)], [0.0, factor, offset + factor * (top - y0)]])
+    image = CropGeometry(matrix=matrix, size=side).warp(part, border=cv2.BORDER_CONSTANT, border_value=(0, 0, 0))
     return View(image=image, origin=(float(x0), float(y0)), factor=factor)
 
 

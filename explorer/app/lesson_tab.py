@@ -8,6 +8,8 @@ network) with :class:`SoftArgmaxLoss` and with :class:`StructuredLoss`, on a
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable
@@ -18,6 +20,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from explorer.app.components import CheckedSlider
 from explorer.app.plots import MARKER_COLOURS, HeatmapPanel, heatmaps_figure, line_figure
 from explorer.core.heatmaps import decode_argmax, decode_refined, plateau, ring, same_soft_argmax_examples, single_peak, soft_argmax, two_peaks
 from explorer.core.losses import SoftArgmaxLoss, StructuredLoss
@@ -200,6 +203,9 @@ def train_row(
 
 _training_cache: dict[tuple[Any, ...], dict[str, TrainingRecord]] = {}
 
+# Guards _training_cache, which concurrent lesson events read and trim.
+_training_cache_lock = threading.Lock()
+
 
 def train_both(
     target: float,
@@ -212,8 +218,10 @@ def train_both(
 ) -> dict[str, TrainingRecord]:
     """Train the row with both losses, reusing the last few runs with the same settings."""
     key = (float(target), int(start_centre), float(start_offset), int(steps), float(learning_rate), optimiser)
-    if key in _training_cache:
-        return _training_cache[key]
+    with _training_cache_lock:
+        cached = _training_cache.get(key)
+    if cached is not None:
+        return cached
     records = {}
     for number, name in enumerate(LOSS_LABELS):
         def report(step: int, number: int = number, name: str = name) -> None:
@@ -221,9 +229,10 @@ def train_both(
                 progress((number * steps + step) / (2 * steps), f"training with the {LOSS_LABELS[name]}")
 
         records[name] = train_row(name, target, start_centre, start_offset, steps, learning_rate, optimiser, report)
-    if len(_training_cache) >= 8:
-        _training_cache.pop(next(iter(_training_cache)))
-    _training_cache[key] = records
+    with _training_cache_lock:
+        while len(_training_cache) >= 8:
+            _training_cache.pop(next(iter(_training_cache)))
+        _training_cache[key] = records
     return records
 
 
@@ -280,8 +289,25 @@ def run_lesson(
     progress: Callable[[float, str], None] | None = None,
 ) -> LessonResult:
     """Build the lesson's heatmap, the same-soft-argmax presets and the row-training demo."""
+    numbers = {
+        "centre_x": centre_x,
+        "centre_y": centre_y,
+        "sigma": sigma,
+        "distance": distance,
+        "weight": weight,
+        "temperature": temperature,
+        "target": target,
+        "start_centre": start_centre,
+        "start_offset": start_offset,
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "step": step,
+    }
+    for name, value in numbers.items():
+        if not math.isfinite(float(value)):
+            raise InputError(f"{name} {value} is not a finite number; choose a value on the slider")
     if not 0 < float(temperature):
-        raise InputError(f"temperature {temperature} must be > 0")
+        raise InputError(f"temperature {temperature} must be above 0")
     if optimiser not in OPTIMISERS:
         raise InputError(f"optimiser {optimiser!r} is not one of {', '.join(OPTIMISERS)}")
     steps = int(round(float(steps)))
@@ -290,7 +316,7 @@ def run_lesson(
     if not 0 <= float(target) <= ROW_WIDTH - 1:
         raise InputError(f"target {target} must lie on the row, between 0 and {ROW_WIDTH - 1}")
     if not float(learning_rate) > 0:
-        raise InputError(f"learning rate {learning_rate} must be > 0")
+        raise InputError(f"learning rate {learning_rate} must be above 0")
     shown_step = min(max(int(round(float(step))), 0), steps)
 
     centre = (int(round(centre_x)), int(round(centre_y)))
@@ -337,8 +363,8 @@ class LessonComponents:
 
     inputs: list[gr.components.Component]
     outputs: list[gr.components.Component]
-    step: gr.Slider
-    steps: gr.Slider
+    step: CheckedSlider
+    steps: CheckedSlider
     train: gr.Button
 
 
@@ -353,12 +379,12 @@ def build_lesson_tab() -> LessonComponents:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
             shape = gr.Radio(list(SHAPES), value="two peaks", label="Shape")
-            centre_x = gr.Slider(0, BUILDER_GRID - 1, value=15, step=1, label="centre x (heatmap px)")
-            centre_y = gr.Slider(0, BUILDER_GRID - 1, value=15, step=1, label="centre y (heatmap px)")
-            sigma = gr.Slider(0.5, 4.0, value=1.5, step=0.1, label="spread σ (heatmap px)")
-            distance = gr.Slider(0, 12, value=6, step=1, label="peak offset / plateau or ring radius (heatmap px)")
-            weight = gr.Slider(0.05, 0.95, value=0.5, step=0.05, label="weight of the left peak (two peaks)")
-            temperature = gr.Slider(0.1, 4.0, value=1.0, step=0.05, label="soft-argmax temperature τ")
+            centre_x = CheckedSlider(0, BUILDER_GRID - 1, value=15, step=1, label="centre x (heatmap px)")
+            centre_y = CheckedSlider(0, BUILDER_GRID - 1, value=15, step=1, label="centre y (heatmap px)")
+            sigma = CheckedSlider(0.5, 4.0, value=1.5, step=0.1, label="spread σ (heatmap px)")
+            distance = CheckedSlider(0, 12, value=6, step=1, label="peak offset / plateau or ring radius (heatmap px)")
+            weight = CheckedSlider(0.05, 0.95, value=0.5, step=0.05, label="weight of the left peak (two peaks)")
+            temperature = CheckedSlider(0.1, 4.0, value=1.0, step=0.05, label="soft-argmax temperature τ")
         with gr.Column(scale=3):
             builder = gr.Plot(label="Your heatmap", show_label=False, elem_id="lesson-builder")
             presets_plot = gr.Plot(label="Same soft-argmax, different shapes", show_label=False, elem_id="lesson-presets")
@@ -371,15 +397,18 @@ def build_lesson_tab() -> LessonComponents:
     )
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            target = gr.Slider(0, ROW_WIDTH - 1, value=36, step=1, label="target x")
-            start_centre = gr.Slider(4, ROW_WIDTH - 5, value=30, step=1, label="start: centre between the two peaks")
-            start_offset = gr.Slider(1, 20, value=12, step=1, label="start: peak offset from the centre")
+            target = CheckedSlider(0, ROW_WIDTH - 1, value=36, step=1, label="target x")
+            start_centre = CheckedSlider(4, ROW_WIDTH - 5, value=30, step=1, label="start: centre between the two peaks")
+            start_offset = CheckedSlider(1, 20, value=12, step=1, label="start: peak offset from the centre")
             optimiser = gr.Radio(list(OPTIMISERS), value="SGD", label="optimiser")
-            learning_rate = gr.Slider(0.01, 10.0, value=1.0, step=0.01, label="learning rate")
-            steps = gr.Slider(10, MAX_STEPS, value=150, step=10, label="training steps")
+            learning_rate = CheckedSlider(0.01, 10.0, value=1.0, step=0.01, label="learning rate")
+            steps = CheckedSlider(10, MAX_STEPS, value=150, step=10, label="training steps")
             train = gr.Button("Train both rows", variant="primary")
         with gr.Column(scale=3):
-            step = gr.Slider(0, 150, value=150, step=1, label="show the rows after this many steps", elem_id="lesson-step")
+            # The API accepts any step up to MAX_STEPS; the page narrows the
+            # range to the number of training steps when it loads and whenever
+            # that number changes.
+            step = CheckedSlider(0, MAX_STEPS, value=150, step=1, label="show the rows after this many steps", elem_id="lesson-step")
             rows = gr.Plot(label="Each row after the chosen step", show_label=False, elem_id="lesson-rows")
             trajectory = gr.Plot(label="Decoded position against training step", show_label=False, elem_id="lesson-trajectory")
     with gr.Accordion("JSON result", open=False):

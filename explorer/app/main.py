@@ -23,9 +23,10 @@ import torch
 
 from explorer.app.common import DownloadFolder, landmark_choices, parse_landmark
 from explorer.app.compare_tab import build_compare_tab, run_compare
-from explorer.app.components import PhotoUpload
-from explorer.app.config import ASSETS_DIR, MAX_FILE_SIZE, MODEL_LABELS, AppSettings, is_loopback
+from explorer.app.components import CheckedNumber, PhotoUpload
+from explorer.app.config import ASSETS_DIR, MAX_FILE_SIZE, MAX_REQUEST_BODY, MODEL_LABELS, AppSettings, is_loopback
 from explorer.app.errors import handle_errors
+from explorer.app.http_limits import middleware_arguments
 from explorer.app.inspect_tab import build_inspect_tab, nearest_landmark, run_inspect
 from explorer.app.lesson_tab import build_lesson_tab, run_lesson
 from explorer.app.smoothing_tab import build_smoothing_tab, run_smoothing
@@ -48,6 +49,17 @@ CSS = """
 .status-line p { font-size: 0.9em; margin: 0; }
 #face-panel { position: sticky; top: 8px; }
 """
+
+# Every event that decodes photos or runs torch or OpenCV shares this
+# concurrency group, so that at most ``concurrency`` of them run at once
+# across all users and tabs. By default Gradio limits concurrency per event
+# listener. Without the group, one page load (Inspect, Compare, Label
+# smoothing and the lesson) would run four heavy events at once, each with
+# cpu_count // concurrency torch threads, which oversubscribes the cores.
+MODEL_EVENTS = "model-events"
+
+# (how often, maximum age) in seconds for Gradio's cleanup of its cache folder.
+CACHE_CLEANUP = (900, 3600)
 
 THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="cyan", neutral_hue="slate")
 
@@ -103,9 +115,9 @@ class FacePanel:
 
     photo: PhotoUpload
     example: gr.Dropdown
-    data_index: gr.Number
+    data_index: CheckedNumber
     points_file: gr.File
-    face: gr.Number
+    face: CheckedNumber
     box: gr.Textbox
     landmark: gr.Dropdown
     version: gr.State
@@ -131,12 +143,12 @@ def build_face_panel(workspace: Workspace) -> FacePanel:
     )
     has_data = bool(workspace.data_faces)
     with gr.Row(visible=has_data):
-        data_index = gr.Number(value=-1, precision=0, minimum=-1, label=f"Data face (0..{max(len(workspace.data_faces) - 1, 0)}, -1 = none)", scale=2, min_width=120)
+        data_index = CheckedNumber(value=-1, precision=0, minimum=-1, label=f"Data face (0..{max(len(workspace.data_faces) - 1, 0)}, -1 = none)", scale=2, min_width=120)
         previous = gr.Button("◀ previous", size="sm", scale=1, min_width=60)
         following = gr.Button("next ▶", size="sm", scale=1, min_width=60)
     points_file = gr.File(label="Annotation of the photo (.pts, optional)", file_types=[".pts"], type="filepath", height=150)
     with gr.Row():
-        face = gr.Number(value=0, precision=0, minimum=0, label="Face", info="numbers are drawn on the photo", min_width=100)
+        face = CheckedNumber(value=0, precision=0, minimum=0, label="Face", info="numbers are drawn on the photo", min_width=100)
         box = gr.Textbox(label="Face box (optional)", placeholder="x0, y0, x1, y1", info="overrides the face choice", min_width=140)
     landmark = gr.Dropdown(choices=choices, value=choices[DEFAULT_LANDMARK], allow_custom_value=True, label="Landmark", info="pick, type a number or a name, or click a point on the photo", elem_id="landmark-choice")
     version = gr.State(0)
@@ -180,7 +192,7 @@ def _wire_face_panel(panel: FacePanel, workspace: Workspace) -> None:
         check(None, "", new_index, None, face, box, landmark)
         return version + 1, new_index, None, "", None
 
-    private = {"api_visibility": "private", "show_progress": "hidden"}
+    private = {"api_visibility": "private", "show_progress": "hidden", "concurrency_id": MODEL_EVENTS}
     shared = [panel.face, panel.box, panel.landmark]
     panel.photo.upload(photo_uploaded, [panel.version, panel.photo, *shared], [panel.version, panel.example, panel.points_file], **private)
     panel.example.input(example_chosen, [panel.version, panel.example, *shared], [panel.version, panel.photo, panel.points_file], **private)
@@ -248,7 +260,9 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         index = nearest_landmark(summary, event.index)
         return gr.skip() if index is None else landmark_choices(scheme)[index]
 
-    with gr.Blocks(title=TITLE, fill_width=True) as demo:
+    # Gradio keeps every upload and every returned image in its cache folder;
+    # delete_cache removes this app's files older than an hour, every 15 minutes.
+    with gr.Blocks(title=TITLE, fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         gr.Markdown(header_markdown(workspace), elem_id="app-header")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=300, elem_id="face-panel"):
@@ -267,26 +281,27 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         _wire_face_panel(panel, workspace)
         face_triggers = [panel.version.change]
 
-        gr.on(face_triggers + [inspect_parts.model.change], inspect, panel.inputs + [inspect_parts.model], inspect_parts.outputs, api_name="inspect", show_progress="minimal")
-        compared = gr.on(face_triggers, compare, panel.inputs, compare_parts.outputs, api_name="compare", show_progress="minimal")
+        gr.on(face_triggers + [inspect_parts.model.change], inspect, panel.inputs + [inspect_parts.model], inspect_parts.outputs, api_name="inspect", show_progress="minimal", concurrency_id=MODEL_EVENTS)
+        compared = gr.on(face_triggers, compare, panel.inputs, compare_parts.outputs, api_name="compare", show_progress="minimal", concurrency_id=MODEL_EVENTS)
 
         # The error plot is hidden when the face has no ground truth to measure against.
-        compared.then(lambda summary: gr.Plot(visible=bool(summary and summary.get("ground_truth"))), [compare_parts.summary], [compare_parts.errors], api_visibility="private", show_progress="hidden")
+        compared.then(lambda summary: gr.Plot(visible=bool(summary and summary.get("ground_truth"))), [compare_parts.summary], [compare_parts.errors], api_visibility="private", show_progress="hidden", concurrency_limit=None)
         sliders = list(smoothing_parts.sliders.values())
-        gr.on(face_triggers + [slider.release for slider in sliders], smoothing, panel.inputs + sliders, smoothing_parts.outputs, api_name="smoothing", show_progress="minimal")
+        gr.on(face_triggers + [slider.release for slider in sliders], smoothing, panel.inputs + sliders, smoothing_parts.outputs, api_name="smoothing", show_progress="minimal", concurrency_id=MODEL_EVENTS)
 
         lesson_inputs = lesson_parts.inputs
         lesson_triggers = [lesson_parts.train.click, lesson_parts.step.release]
         lesson_triggers += [component.release if isinstance(component, gr.Slider) else component.change for component in lesson_inputs[:7]]
-        gr.on(lesson_triggers, lesson, lesson_inputs, lesson_parts.outputs, api_name="lesson", show_progress="minimal")
+        gr.on(lesson_triggers, lesson, lesson_inputs, lesson_parts.outputs, api_name="lesson", show_progress="minimal", concurrency_id=MODEL_EVENTS)
 
         # The step slider's range follows the number of training steps.
-        lesson_parts.steps.release(lambda steps: gr.Slider(maximum=int(steps), value=int(steps)), [lesson_parts.steps], [lesson_parts.step], api_visibility="private", concurrency_limit=None)
+        lesson_parts.steps.release(lambda steps: gr.update(maximum=int(steps), value=int(steps)), [lesson_parts.steps], [lesson_parts.step], api_visibility="private", concurrency_limit=None)
         inspect_parts.landmarks.select(pick_landmark, [inspect_parts.summary], [panel.landmark], api_visibility="private", concurrency_limit=None)
 
         # Show the first example and the lesson as soon as the page opens.
         demo.load(lambda version: version + 1, [panel.version], [panel.version], api_visibility="private", concurrency_limit=None)
-        demo.load(lesson, lesson_inputs, lesson_parts.outputs, api_visibility="private")
+        demo.load(lesson, lesson_inputs, lesson_parts.outputs, api_visibility="private", concurrency_id=MODEL_EVENTS)
+        demo.load(lambda steps: gr.update(maximum=int(steps)), [lesson_parts.steps], [lesson_parts.step], api_visibility="private", concurrency_limit=None)
     return demo
 
 
@@ -298,11 +313,18 @@ def launch(demo: gr.Blocks, settings: AppSettings, prevent_thread_lock: bool = F
             "and upload files to it",
             settings.host,
         )
+    # Events of the MODEL_EVENTS group run ``concurrency`` at a time, each with
+    # cpu_count // concurrency torch threads (see configure_torch_threads), so
+    # the running events together use every core once. Cheap events (a slider
+    # range, a click on the photo) have no limit. At most 64 requests wait in
+    # the queue; Gradio rejects further ones with "queue is full" instead of
+    # holding their uploads and sockets without bound.
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=64)
     return demo.launch(
         server_name=settings.host,
         server_port=settings.port,
         max_file_size=MAX_FILE_SIZE,
+        app_kwargs=middleware_arguments(MAX_REQUEST_BODY, f"upload photos of at most {MAX_FILE_SIZE // 2**20} MiB"),
         allowed_paths=[str(ASSETS_DIR)],
         footer_links=["api"],
         show_error=False,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import pandas as pd
 import torch
 
 from explorer.app.common import face_status, landmark_label, parse_landmark, point_list
+from explorer.app.components import CheckedSlider
 from explorer.app.config import FACE_VIEW_SIDE
 from explorer.app.figures import REGION_COLOURS, colourise, draw_ellipses, upscale
 from explorer.app.plots import HeatmapPanel, heatmaps_figure
@@ -20,6 +22,7 @@ from explorer.app.sources import Workspace
 from explorer.core.geometry import box_from_points, crop_from_box, image_to_heatmap
 from explorer.core.heatmaps import gaussian_distributions
 from explorer.core.smoothing import SmoothingParams, covariance_distributions, edge_map, label_covariances
+from explorer.inference.predictor import InputError
 
 # Slider ranges (minimum, maximum, step) for the SmoothingParams fields, in
 # the units the dataclass documents (heatmap pixels, weights, grey levels).
@@ -72,7 +75,16 @@ def smoothing_parameters(values: dict[str, Any]) -> SmoothingParams:
     for name, value in values.items():
         if name not in known or value is None:
             continue
+        if not math.isfinite(float(value)):
+            raise InputError(f"{name} {value} is not a finite number; choose a value on the slider")
         settings[name] = int(round(float(value))) if name == "window" else float(value)
+
+    # SmoothingParams checks this too, but its message uses "<", which the
+    # error pop-up would show as HTML entities.
+    min_std = settings.get("min_std", SmoothingParams.min_std)
+    max_std = settings.get("max_std", SmoothingParams.max_std)
+    if min_std > max_std:
+        raise InputError(f"min_std={min_std}, max_std={max_std}: min_std must not exceed max_std; lower min_std or raise max_std")
     return SmoothingParams(**settings)
 
 
@@ -190,7 +202,7 @@ def run_smoothing(
 class SmoothingComponents:
     """The Label smoothing tab's parameter sliders and outputs."""
 
-    sliders: dict[str, gr.Slider]
+    sliders: dict[str, CheckedSlider]
     outputs: list[gr.components.Component]
 
 
@@ -204,14 +216,14 @@ def build_smoothing_tab(workspace: Workspace) -> SmoothingComponents:
     )
     status = gr.Markdown(label="Status", elem_classes=["status-line"])
     defaults = SmoothingParams()
-    sliders: dict[str, gr.Slider] = {}
+    sliders: dict[str, CheckedSlider] = {}
     fields = [field for field in dataclasses.fields(SmoothingParams) if field.name in PARAMETER_RANGES]
     with gr.Accordion("Smoothing parameters (release a slider to update)", open=True):
         for start in range(0, len(fields), 4):
             with gr.Row():
                 for field in fields[start : start + 4]:
                     low, high, step = PARAMETER_RANGES[field.name]
-                    sliders[field.name] = gr.Slider(
+                    sliders[field.name] = CheckedSlider(
                         low, high, value=getattr(defaults, field.name), step=step, label=field.name, info=PARAMETER_HELP.get(field.name), min_width=160
                     )
     with gr.Row(equal_height=False):

@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from explorer.app.config import EXAMPLES_DIR
-from explorer.core.data import DatasetError, FaceRecord, read_pts, scan_folder, split_records
+from explorer.core.data import AnnotationError, DatasetError, FaceRecord, read_pts, scan_folder, split_records
 from explorer.core.geometry import DEFAULT_CONTEXT, box_from_points
 from explorer.inference.detection import FaceBox, box_iou, landmark_box
 from explorer.inference.predictor import (
+    MIN_BOX_SIDE,
     InputError,
     LoadedImage,
     ModelOutput,
@@ -170,9 +171,10 @@ class Workspace:
         replaces the annotation of an example or data face.
 
         Raises:
-            InputError: nothing was picked, or an upload or choice is invalid.
-            AnnotationError: the .pts file is invalid.
+            InputError: nothing was picked, or an upload, a choice or the .pts file is invalid.
         """
+        if example is not None and not isinstance(example, str):
+            raise InputError(f"example {example!r} is not a name; choose one of {', '.join(self.examples)}")
         if image is not None and not (isinstance(image, str) and not image.strip()):
             source = self._photos.get_or_compute(_upload_key(image), lambda: self._load_upload(image))
         elif example:
@@ -184,7 +186,7 @@ class Workspace:
             raise InputError("no photo was given; upload a photo or pick an example face")
 
         if points_file:
-            points = read_pts(points_file, expected_count=self.predictor.scheme.count)
+            points = self._read_uploaded_points(points_file)
             _check_points_fit(points, source.image, Path(points_file).name)
             source = FaceSource(
                 key=source.key,
@@ -195,6 +197,31 @@ class Workspace:
                 ground_truth_origin=f"uploaded {Path(points_file).name}",
             )
         return source
+
+    def _read_uploaded_points(self, path: str) -> np.ndarray:
+        """Read an uploaded .pts file; messages name the file, not the server's upload folder."""
+        name = Path(path).name
+        try:
+            points = read_pts(path, expected_count=self.predictor.scheme.count)
+        except AnnotationError as error:
+            location = f"{name}, line {error.line}" if error.line is not None else name
+            raise InputError(f"{location}: {error.reason}") from None
+
+        # A box of zero size has no crop, and coinciding eye corners have no NME.
+        box = box_from_points(points)
+        width, height = box[2] - box[0], box[3] - box[1]
+        if max(width, height) < MIN_BOX_SIDE:
+            raise InputError(
+                f"{name}: the {len(points)} points span only {width:g} x {height:g} pixels; "
+                "upload the .pts file of a face annotation"
+            )
+        first, second = self.predictor.scheme.normaliser
+        if np.allclose(points[first], points[second]):
+            raise InputError(
+                f"{name}: points {first} and {second} (the outer eye corners) coincide at "
+                f"{points[first].tolist()}, so the error cannot be normalised; upload the .pts file of a face annotation"
+            )
+        return points
 
     def _load_upload(self, image: str | bytes) -> FaceSource:
         loaded = load_upload(image)

@@ -14,6 +14,7 @@ the equivalent ground-truth-point box with a calibrated linear model.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +58,13 @@ class FaceBox:
         return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float64)
 
 
+# OpenCV's CascadeClassifier keeps per-call scratch data in the object, so two
+# threads running the same cascade at once fail an internal assertion
+# ("scaleIdx < scaleData->size()") or crash the process (seen with OpenCV
+# 4.14). The classifiers are shared, so detections run one at a time.
+_DETECTION_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=None)
 def _cascade(name: str) -> cv2.CascadeClassifier:
     path = Path(cv2.data.haarcascades) / name
@@ -70,12 +78,13 @@ def _cascade(name: str) -> cv2.CascadeClassifier:
 
 
 def _run_cascade(cascade: cv2.CascadeClassifier, grey: np.ndarray, min_side: int) -> np.ndarray:
-    boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    with _DETECTION_LOCK:
+        boxes = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
     return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def detect_faces(image: np.ndarray, max_faces: int = 20) -> list[FaceBox]:
-    """Find faces in an RGB or grey image ``(H, W[, 3])``, largest first.
+    """Find faces in an RGB or grey image ``(H, W[, 3])``, largest first; safe to call from several threads.
 
     Returns at most ``max_faces`` boxes; an empty list when there is no face.
     """

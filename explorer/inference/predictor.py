@@ -48,6 +48,8 @@ __all__ = [
     "choose_face",
     "MAX_PIXELS",
     "MIN_SIDE",
+    "MIN_BOX_SIDE",
+    "MAX_BOX_FACTOR",
 ]
 
 # Largest decoded image accepted, in pixels (width x height). 40 megapixels is
@@ -64,9 +66,27 @@ MIN_SIDE = 32
 # of the photo wide is then 128 pixels wide, above the cascades' 24-pixel minimum.
 DETECTION_MAX_SIDE = 1280
 
-# Formats that PIL decodes and that people upload as photos. Other formats PIL
-# decodes (PSD, ICO, ...) are accepted too, but the messages name these.
+# Formats that people upload as photos, as Pillow names them. Image.open
+# tries only these decoders, so an upload never reaches a rarely used one.
+# Pillow's EPS plugin, for example, runs Ghostscript on the file when it is
+# installed. The JPEG decoder also opens the multi-picture JPEGs (MPO) of
+# phone cameras.
+PIL_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 SUPPORTED_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF or PPM"
+
+# Minimum longer side of a typed face box, in image pixels. The network's
+# input is the crop around the box at 128 pixels, so a smaller box would be
+# upscaled more than 12 times, leaving no face to recognise.
+MIN_BOX_SIDE = 8
+
+# Largest longer side of a typed face box, as a multiple of the photo's longer
+# side. A face cut off by the photo's edges can have a box larger than the
+# photo, but a box many times larger contains no face worth showing.
+MAX_BOX_FACTOR = 4
+
+# EXIF orientation values (TIFF tag 274): 1 is upright, 2-8 flip or rotate.
+# Pillow's exif_transpose ignores any other value.
+EXIF_ORIENTATIONS = range(2, 9)
 
 # Crop side / box side when the whole image is used because no face was found:
 # 1.0 keeps the crop equal to the image's longer side.
@@ -139,7 +159,10 @@ def _to_rgb(image: Image.Image, name: str, notes: list[str]) -> np.ndarray:
     if mode.startswith("I") or mode == "F":
         values = np.asarray(image).astype(np.float64)
         if mode == "F":
-            low, high = float(np.nanmin(values)), float(np.nanmax(values))
+            finite = np.isfinite(values)
+            low = float(values[finite].min()) if finite.any() else 0.0
+            high = float(values[finite].max()) if finite.any() else 0.0
+            values = np.where(finite, values, low)
             scaled = (values - low) / max(high - low, 1e-12) * 255.0
             notes.append("floating-point image rescaled to 8 bits")
         else:
@@ -194,7 +217,7 @@ def load_upload(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            image = Image.open(stream, formats=PIL_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         declared = re.search(r"\((\d+) pixels\)", str(error))
         size = f"{int(declared.group(1)) / 1e6:,.0f} megapixels" if declared else "more pixels than PIL accepts"
@@ -232,7 +255,7 @@ def load_upload(
             raise InputError(
                 f"{name} is damaged or truncated ({error}); export or download the photo again"
             ) from None
-        if orientation not in (1, None):
+        if orientation in EXIF_ORIENTATIONS:
             notes.append(f"rotated by its EXIF orientation tag ({orientation})")
 
         rgb = _to_rgb(oriented, name, notes)
@@ -278,31 +301,61 @@ _BOX_PATTERN = re.compile(rf"^\s*\[?\s*({_NUMBER})\s*[, ]\s*({_NUMBER})\s*[, ]\s
 def parse_box(text: str | None, image_width: int, image_height: int) -> np.ndarray | None:
     """Parse a typed box ``"x0, y0, x1, y1"`` in image pixels; empty text returns None.
 
-    The box must have a positive width and height and overlap the image.
+    The box must overlap the image, and its longer side must be at least
+    ``MIN_BOX_SIDE`` pixels and at most ``MAX_BOX_FACTOR`` times the image's
+    longer side.
     """
     if text is None or not str(text).strip():
         return None
+    quoted = _shorten(str(text))
     match = _BOX_PATTERN.match(str(text))
     if match is None:
         raise InputError(
-            f"box {str(text)[:80]!r} is not four numbers; type it as 'x0, y0, x1, y1' in image pixels, "
+            f"box {quoted!r} is not four numbers; type it as 'x0, y0, x1, y1' in image pixels, "
             "for example '120, 80, 360, 330'"
         )
     box = np.array([float(value) for value in match.groups()], dtype=np.float64)
     if not np.all(np.isfinite(box)):
-        raise InputError(f"box {text!r} contains a value that is not finite; type four pixel coordinates")
+        raise InputError(f"box {quoted!r} contains a value that is not finite; type four pixel coordinates")
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
-        raise InputError(f"box {text!r} has x1 not above x0 or y1 not above y0; type it as 'x0, y0, x1, y1' from the top-left to the bottom-right corner")
+        raise InputError(f"box {quoted!r} has x1 not above x0 or y1 not above y0; type it as 'x0, y0, x1, y1' from the top-left to the bottom-right corner")
     if x1 < 0 or y1 < 0 or x0 > image_width - 1 or y0 > image_height - 1:
         raise InputError(
-            f"box {text!r} lies outside the {image_width} x {image_height} image; type a box that covers the face"
+            f"box {quoted!r} lies outside the {image_width} x {image_height} image; type a box that covers the face"
+        )
+
+    # Each coordinate is finite, but a difference can still overflow to inf.
+    with np.errstate(over="ignore"):
+        width, height = x1 - x0, y1 - y0
+    side = max(width, height)
+    size = f"{width:g} x {height:g} pixels" if np.isfinite(side) else "too large to measure"
+    if side < MIN_BOX_SIDE:
+        raise InputError(
+            f"box {quoted!r} is {size}; its longer side must be at least "
+            f"{MIN_BOX_SIDE} pixels, so type a box around the whole face"
+        )
+    largest = MAX_BOX_FACTOR * max(image_width, image_height)
+    if side > largest:
+        raise InputError(
+            f"box {quoted!r} is {size}, larger than {MAX_BOX_FACTOR} times the "
+            f"{image_width} x {image_height} image (at most {largest} pixels a side); type a box around the face"
         )
     return box
 
 
+def _shorten(text: str, limit: int = 80) -> str:
+    """Cut typed text to ``limit`` characters for an error message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+
+
 def find_faces(rgb: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> list[FaceBox]:
-    """Detect faces on a copy downscaled to ``max_side``, returning boxes in full-image pixels, largest first."""
+    """Detect faces on a copy downscaled to ``max_side``, returning boxes in full-image pixels, largest first.
+
+    Thread-safe, because :func:`detect_faces` runs one detection at a time.
+    """
     height, width = rgb.shape[:2]
     factor = min(1.0, max_side / max(height, width))
     if factor >= 1.0:
@@ -311,10 +364,8 @@ def find_faces(rgb: np.ndarray, max_side: int = DETECTION_MAX_SIDE) -> list[Face
     small = cv2.resize(rgb, (max(1, round(width * factor)), max(1, round(height * factor))), interpolation=cv2.INTER_AREA)
     scale_x = width / small.shape[1]
     scale_y = height / small.shape[0]
-    return [
-        FaceBox(face.x0 * scale_x, face.y0 * scale_y, face.x1 * scale_x, face.y1 * scale_y, face.detector)
-        for face in detect_faces(small)
-    ]
+    faces = detect_faces(small)
+    return [FaceBox(face.x0 * scale_x, face.y0 * scale_y, face.x1 * scale_x, face.y1 * scale_y, face.detector) for face in faces]
 
 
 def choose_face(

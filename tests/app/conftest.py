@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import socket
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import gradio as gr
 import pytest
@@ -13,7 +16,7 @@ from gradio_client import Client
 from explorer.app.config import AppSettings
 from explorer.app.main import build_app, configure_torch_threads, launch, load_workspace
 from explorer.app.sources import Workspace
-from tests.inference.shipped import checkpoint_folder
+from tests.inference.shipped import REPOSITORY_ROOT, checkpoint_folder
 
 
 @dataclass
@@ -49,3 +52,15 @@ def running_app() -> Iterator[RunningApp]:
 def client(running_app: RunningApp, tmp_path_factory: pytest.TempPathFactory) -> Client:
     """A gradio_client connected to the test server, downloading output files into a temporary folder."""
     return Client(running_app.url, verbose=False, download_files=str(tmp_path_factory.mktemp("client-downloads")))
+
+
+def load_benchmark() -> ModuleType:
+    """Import benchmarks/load_test.py, which is a script and not part of the package."""
+    if "load_test" in sys.modules:
+        return sys.modules["load_test"]
+    spec = importlib.util.spec_from_file_location("load_test", REPOSITORY_ROOT / "benchmarks" / "load_test.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

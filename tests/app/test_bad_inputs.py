@@ -144,7 +144,7 @@ def test_smoothing_rejects_invalid_parameters(client: Client) -> None:
 
 def test_lesson_rejects_invalid_values(client: Client) -> None:
     assert_rejected(lambda: client.predict(shape="triangle", api_name="/lesson"), "'triangle'", "not in the list of choices")
-    assert_rejected(lambda: client.predict(target=500, api_name="/lesson"), "Value 500 is greater than maximum value 63")
+    assert_rejected(lambda: client.predict(target=500, api_name="/lesson"), "target x: 500 is above the maximum 63")
     assert_still_serving(client)
 
 

@@ -104,3 +104,20 @@ def test_browser_bad_upload_shows_message(page, running_app: RunningApp, tmp_pat
     page.locator("#photo-upload input[type=file]").set_input_files(str(bad))
     page.get_by_text("damaged or truncated").first.wait_for()
     _screenshot(page, "bad-upload")
+
+
+def test_browser_lesson_step_range_follows_steps(page, running_app: RunningApp) -> None:  # noqa: ANN001
+    # The API accepts steps up to 400; the page narrows the step slider to the training steps.
+    page.goto(running_app.url)
+    page.get_by_role("tab", name="Soft-argmax lesson").click()
+    page.locator("#lesson-rows .js-plotly-plot").first.wait_for()
+    step_range = page.locator("#lesson-step input[type=range]")
+    page.wait_for_function("() => document.querySelector('#lesson-step input[type=range]').max === '150'")
+    assert step_range.get_attribute("max") == "150"
+
+    steps = page.get_by_label("number input for training steps")
+    steps.fill("400")
+    steps.press("Enter")
+    steps.blur()
+    page.wait_for_function("() => document.querySelector('#lesson-step input[type=range]').max === '400'")
+    assert step_range.get_attribute("max") == "400"

@@ -169,7 +169,7 @@ def test_choose_face_index_out_of_range() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("1,2,3,4", [1, 2, 3, 4]),
+        ("1,2,30,40", [1, 2, 30, 40]),
         (" [10.5, 20, 30, 40.25] ", [10.5, 20, 30, 40.25]),
         ("10 20 30 40", [10, 20, 30, 40]),
     ],
@@ -185,6 +185,10 @@ def test_parse_box_accepts_formats(text: str, expected: list[float]) -> None:
         ("a,b,c,d", "not four numbers"),
         ("30,20,10,40", "x1 not above x0"),
         ("500,500,600,600", "outside"),
+        ("10,10,13,14", "its longer side must be at least 8 pixels"),
+        ("0,0,1e308,1e308", "larger than 4 times the 100 x 100 image"),
+        ("-1e308,-1e308,1e308,1e308", "larger than 4 times"),
+        ("0,0,100000000,1", "larger than 4 times"),
     ],
 )
 def test_parse_box_rejects_bad_text(text: str, message: str) -> None:
