@@ -216,7 +216,13 @@ def write_report(
     for run in runs:
         seconds = float(np.median([row["seconds"] for row in run.history]))
         lines.append(f"| {run.label} | {run.card['epoch']} | {len(run.history)} | {seconds:.1f} | `{run.card['command']}` |")
-    lines.append("")
+    lines += [
+        "",
+        "Seconds per epoch are wall-clock times of training and validation as logged by each run. Runs that "
+        "shared the machine with other jobs were slower, so the column is a record of the runs, not a speed "
+        "comparison between objectives; `benchmarks/RESULTS.md` measures loss cost and throughput separately.",
+        "",
+    ]
 
     path = out_dir / "results.md"
     path.write_text("\n".join(lines))
