@@ -232,16 +232,18 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         return run_compare(workspace, image, example, data_index, points_file, face, box, landmark).as_tuple()
 
     @handle_errors
-    def smoothing(image, example, data_index, points_file, face, box, landmark, sigma, window, edge_weight, smooth_sigma, min_edge_scale, min_std, max_std):  # noqa: ANN001, ANN202, E501
+    def smoothing(image, example, data_index, points_file, face, box, landmark, sigma, window, edge_sigma, edge_weight, smooth_sigma, min_edge_scale, min_std, max_std, preserve_area):  # noqa: ANN001, ANN202, E501
         """Compute a face's edge map, image-aware label covariances and label distributions."""
         parameters = {
             "sigma": sigma,
             "window": window,
+            "edge_sigma": edge_sigma,
             "edge_weight": edge_weight,
             "smooth_sigma": smooth_sigma,
             "min_edge_scale": min_edge_scale,
             "min_std": min_std,
             "max_std": max_std,
+            "preserve_area": preserve_area,
         }
         return run_smoothing(workspace, image, example, data_index, points_file, face, box, landmark, **parameters).as_tuple()
 
@@ -287,7 +289,8 @@ def build_app(workspace: Workspace) -> gr.Blocks:
         # The error plot is hidden when the face has no ground truth to measure against.
         compared.then(lambda summary: gr.Plot(visible=bool(summary and summary.get("ground_truth"))), [compare_parts.summary], [compare_parts.errors], api_visibility="private", show_progress="hidden", concurrency_limit=None)
         sliders = list(smoothing_parts.sliders.values())
-        gr.on(face_triggers + [slider.release for slider in sliders], smoothing, panel.inputs + sliders, smoothing_parts.outputs, api_name="smoothing", show_progress="minimal", concurrency_id=MODEL_EVENTS)
+        smoothing_triggers = face_triggers + [slider.release for slider in sliders] + [smoothing_parts.preserve_area.input]
+        gr.on(smoothing_triggers, smoothing, panel.inputs + sliders + [smoothing_parts.preserve_area], smoothing_parts.outputs, api_name="smoothing", show_progress="minimal", concurrency_id=MODEL_EVENTS)
 
         lesson_inputs = lesson_parts.inputs
         lesson_triggers = [lesson_parts.train.click, lesson_parts.step.release]

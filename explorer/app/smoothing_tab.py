@@ -29,6 +29,7 @@ from explorer.inference.predictor import InputError
 PARAMETER_RANGES: dict[str, tuple[float, float, float]] = {
     "sigma": (0.5, 4.0, 0.1),
     "window": (1, 8, 1),
+    "edge_sigma": (0.0, 6.0, 0.25),
     "edge_weight": (0.0, 1.0, 0.05),
     "smooth_sigma": (0.0, 2.0, 0.1),
     "min_edge_scale": (0.01, 0.5, 0.01),
@@ -39,6 +40,7 @@ PARAMETER_RANGES: dict[str, tuple[float, float, float]] = {
 PARAMETER_HELP = {
     "sigma": "std of the isotropic part (heatmap px)",
     "window": "half-size of the edge window (heatmap px)",
+    "edge_sigma": "distance weighting of the edges, 0 = none (heatmap px)",
     "edge_weight": "weight of the edges against the isotropic Gaussian",
     "smooth_sigma": "blur before the Sobel operator (heatmap px)",
     "min_edge_scale": "floor of the edge-map divisor",
@@ -74,6 +76,11 @@ def smoothing_parameters(values: dict[str, Any]) -> SmoothingParams:
     settings = {}
     for name, value in values.items():
         if name not in known or value is None:
+            continue
+        if name == "preserve_area":
+            if not isinstance(value, bool):
+                raise InputError(f"preserve_area {value!r} is not true or false; tick or clear the box")
+            settings[name] = value
             continue
         if not math.isfinite(float(value)):
             raise InputError(f"{name} {value} is not a finite number; choose a value on the slider")
@@ -203,6 +210,7 @@ class SmoothingComponents:
     """The Label smoothing tab's parameter sliders and outputs."""
 
     sliders: dict[str, CheckedSlider]
+    preserve_area: gr.Checkbox
     outputs: list[gr.components.Component]
 
 
@@ -226,6 +234,10 @@ def build_smoothing_tab(workspace: Workspace) -> SmoothingComponents:
                     sliders[field.name] = CheckedSlider(
                         low, high, value=getattr(defaults, field.name), step=step, label=field.name, info=PARAMETER_HELP.get(field.name), min_width=160
                     )
+        preserve_area = gr.Checkbox(
+            value=defaults.preserve_area, label="preserve_area",
+            info="scale each label to the isotropic label's area, so edges change its shape but not its spread",
+        )
     with gr.Row(equal_height=False):
         edges = gr.Image(label="Edge map at heatmap resolution (landmarks in cyan)", type="numpy", format="png", interactive=False, height=430, elem_id="smoothing-edges")
         ellipses = gr.Image(label="Label covariances: 2σ ellipses on the crop", type="numpy", format="jpeg", interactive=False, height=430, elem_id="smoothing-ellipses")
@@ -233,4 +245,4 @@ def build_smoothing_tab(workspace: Workspace) -> SmoothingComponents:
     table = gr.Dataframe(label="Landmarks ranked by anisotropy (eigenvalue ratio of Σ)", interactive=False, max_height=360)
     with gr.Accordion("JSON result", open=False):
         summary = gr.JSON(label="Result")
-    return SmoothingComponents(sliders=sliders, outputs=[status, edges, ellipses, labels, table, summary])
+    return SmoothingComponents(sliders=sliders, preserve_area=preserve_area, outputs=[status, edges, ellipses, labels, table, summary])

@@ -28,11 +28,13 @@ INSPECT_DEFAULTS: dict[str, Any] = {
 SMOOTHING_DEFAULTS: dict[str, Any] = {
     "sigma": 1.0,
     "window": 4,
-    "edge_weight": 0.5,
+    "edge_sigma": 2.0,
+    "edge_weight": 0.8,
     "smooth_sigma": 0.5,
     "min_edge_scale": 0.05,
     "min_std": 0.5,
     "max_std": 4.0,
+    "preserve_area": True,
 }
 
 
@@ -281,3 +283,16 @@ def test_lesson_step_slider_shows_earlier_rows(client: Client) -> None:
     assert summary["training"]["step"] == 0
     *_, clamped = call_lesson(client, steps=50, step=150)
     assert clamped["training"]["step"] == 50
+
+
+def test_smoothing_preserve_area_keeps_determinant(client: Client) -> None:
+    kept = call_smoothing(client, example="takeo", preserve_area=True)[-1]
+    free = call_smoothing(client, example="takeo", preserve_area=False)[-1]
+    kept_determinants = np.linalg.det(np.array(kept["covariances"]))
+    free_determinants = np.linalg.det(np.array(free["covariances"]))
+
+    # sigma = 1, so an area-preserving label has det(Sigma) = sigma^4 = 1,
+    # except where the min_std / max_std clamp changes an axis.
+    assert kept["parameters"]["preserve_area"] is True
+    assert np.median(kept_determinants) == pytest.approx(1.0, abs=0.02)
+    assert np.median(free_determinants) > 1.05

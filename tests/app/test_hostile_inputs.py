@@ -258,7 +258,7 @@ def test_inspect_rejects_fractional_face(client: Client) -> None:
         ("inspect", '{"data": [null, "takeo", -1, null, "abc", "", "36", "structured"]}', "Face: 'abc' is not a number"),
         ("inspect", '{"data": [null, ["takeo"], -1, null, 0, "", "36", "structured"]}', "example ['takeo'] is not a name"),
         ("lesson", '{"data": ["two peaks", NaN, 15, 1.5, 6, 0.5, 1.0, 36, 30, 12, 150, 1.0, "SGD", 150]}', "centre x (heatmap px): nan is not a finite number"),
-        ("smoothing", '{"data": [null, "takeo", -1, null, 0, "", "36", NaN, 4, 0.5, 0.5, 0.05, 0.5, 4.0]}', "sigma: nan is not a finite number"),
+        ("smoothing", '{"data": [null, "takeo", -1, null, 0, "", "36", NaN, 4, 2.0, 0.8, 0.5, 0.05, 0.5, 4.0, true]}', "sigma: nan is not a finite number"),
     ],
     ids=["nan-face", "text-face", "list-example", "nan-lesson", "nan-smoothing"],
 )
