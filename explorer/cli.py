@@ -186,8 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(subparsers)
 
     from explorer.data_cli import add_data_commands
+    from explorer.predict_cli import add_predict_command
 
     add_data_commands(subparsers)
+    add_predict_command(subparsers)
     return parser
 
 

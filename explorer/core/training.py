@@ -68,8 +68,8 @@ logger = logging.getLogger(__name__)
 OBJECTIVES = ("structured", "softargmax", "star")
 LABELS = ("image-aware", "isotropic")
 
-# Mixed precision of the forward pass on CUDA; losses and labels always run in
-# float32. The CPU trains in float32 whatever this says.
+# Mixed precision of the forward pass on CUDA. Losses and labels always run in
+# float32. On the CPU, training always runs in float32.
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 LICENCE_NOTE = (
@@ -419,7 +419,7 @@ class Trainer:
             non_finite = self._non_finite_tensor()
             if non_finite is not None:
                 raise NonFiniteLossError(
-                    f"the weight {non_finite} became NaN or infinite after the update of epoch {epoch}, step {step}; "
+                    f"the model tensor {non_finite} became NaN or infinite after the update of epoch {epoch}, step {step}; "
                     f"{self._kept_checkpoints()}. Lower the learning rate (--lr) or check the data."
                 )
             self.ema.update(self.model)
