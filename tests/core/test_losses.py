@@ -370,3 +370,32 @@ def test_build_loss_passes_options() -> None:
 def test_build_loss_unknown_name() -> None:
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("wing")
+
+
+@pytest.mark.parametrize(
+    ("margin", "per_coordinate"),
+    [
+        ("l1", lambda offsets: offsets.abs()),
+        ("l2", lambda offsets: offsets.square()),
+        ("smooth_l1", lambda offsets: torch.where(offsets.abs() < 1, 0.5 * offsets.square(), offsets.abs() - 0.5)),
+    ],
+)
+def test_margin_values_match_offsets(margin: str, per_coordinate) -> None:
+    # The separable computation must equal the sum over the (x, y) offsets of
+    # every pixel centre, on a non-square grid with off-grid points.
+    points = torch.tensor([[[2.3, 4.7], [-1.5, 9.2], [11.0, 0.0]]], dtype=torch.float64)
+    height, width = 7, 12
+    rows, columns = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    grid = torch.stack([columns, rows], dim=-1).reshape(-1, 2).to(torch.float64)
+    expected = per_coordinate(grid[None, None] - points[:, :, None, :]).sum(dim=-1)
+
+    torch.testing.assert_close(margin_values(points, (height, width), margin), expected)
+
+
+def test_gaussian_distributions_match_direct() -> None:
+    points = torch.tensor([[[2.3, 4.7], [-1.5, 9.2]]], dtype=torch.float64)
+    rows, columns = torch.meshgrid(torch.arange(7), torch.arange(12), indexing="ij")
+    squared = (columns - points[0, :, 0, None, None]).square() + (rows - points[0, :, 1, None, None]).square()
+    expected = torch.softmax((-squared / (2 * 1.5**2)).reshape(2, -1), dim=-1).reshape(1, 2, 7, 12)
+
+    torch.testing.assert_close(gaussian_distributions(points, (7, 12), 1.5), expected)
