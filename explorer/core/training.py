@@ -505,10 +505,26 @@ class Trainer:
 
     @contextlib.contextmanager
     def _lock_run_folder(self) -> Iterator[None]:
-        """Hold the run folder's lock (rank 0 only) and delete temporary files of killed writes."""
-        if not self.context.is_main:
+        """Hold the run folder's lock (rank 0 only) and delete temporary files of killed writes.
+
+        Under DDP, rank 0 sends the outcome to every rank, so all ranks raise
+        :class:`RunFolderBusyError` together instead of the others waiting in
+        their first collective until it times out.
+        """
+        with contextlib.ExitStack() as stack:
+            failure = None
+            if self.context.is_main:
+                try:
+                    stack.enter_context(self._hold_lock())
+                except RunFolderBusyError as error:
+                    failure = str(error)
+            failure = distributed.broadcast_json(failure, self.context, self.device)
+            if failure is not None:
+                raise RunFolderBusyError(failure)
             yield
-            return
+
+    @contextlib.contextmanager
+    def _hold_lock(self) -> Iterator[None]:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         with (self.out_dir / ".lock").open("a") as lock:
             if fcntl is not None:

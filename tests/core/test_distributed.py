@@ -269,3 +269,27 @@ def test_torchrun_command_trains(generated_faces: Path, tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["epoch"] for row in rows] == [1]
     assert "2 processes" in json.loads((out / "last.json").read_text())["machine"]
+
+
+def test_torchrun_busy_folder_stops_all_ranks(generated_faces: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+        "--master_addr=127.0.0.1", f"--master_port={_free_port()}",
+        "-m", "explorer", "train", "--objective", "softargmax", "--data", str(generated_faces), "--out", str(out),
+        "--epochs", "1", "--batch-size", "4", "--workers", "0", "--threads", "1", "--no-progress",
+    ]
+    environment = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+
+    # Hold the run folder's lock as another trainer would; without the
+    # broadcast of rank 0's failure, rank 1 would wait until the timeout.
+    with (out / ".lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        completed = subprocess.run(command, cwd=REPO, env=environment, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode != 0
+    assert completed.stderr.count("another process is training in") >= 2
+    assert not (out / "metrics.jsonl").exists()
