@@ -131,7 +131,7 @@ def write_report(
     runs = [summarise_run(Path(folder), data_root, device) for folder in run_folders]
 
     # Runs of the same objective and labels (for example two smoothing
-    # settings) are told apart by their folder names.
+    # settings) get their folder names appended to their labels.
     labels = [run.label for run in runs]
     for run in runs:
         if labels.count(run.label) > 1:

@@ -2,7 +2,7 @@
 
 Nothing is downloaded at run time: the cascade XML files come with the
 ``opencv-python-headless`` wheel (``cv2.data.haarcascades``). The frontal
-cascade runs first; when it finds nothing, the profile cascade runs on the
+cascade runs first. When it finds nothing, the profile cascade runs on the
 image and on its mirror image, because OpenCV's profile cascade only detects
 faces turned one way.
 
