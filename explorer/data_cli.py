@@ -12,6 +12,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from explorer.cli import check_output_file, non_negative_int, positive_int
+
+# Limits of the contact sheet, so a mistyped size fails at once instead of
+# allocating many gigabytes: one tile and the whole RGB sheet, in pixels.
+MAX_TILE_SIZE = 2048
+MAX_SHEET_PIXELS = 64_000_000
+
 _DATA_HELP = "folder in 300-W layout: NAME.jpg + NAME.pts pairs in any sub-folders (default: $EXPLORER_DATA)"
 
 
@@ -25,13 +32,16 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
         help="draw augmented samples with their points into a PNG grid",
         description="Draw dataset samples, augmented as in training, with their landmarks coloured by region.",
     )
-    show.add_argument("--data", help=_DATA_HELP)
-    show.add_argument("--out", type=Path, required=True, help="output PNG file")
-    show.add_argument("--count", type=int, default=16, help="number of faces on the sheet (default: 16)")
-    show.add_argument("--seed", type=int, default=0, help="seed that picks the faces and their augmentation (default: 0)")
+    show.add_argument("--data", metavar="DIR", help=_DATA_HELP)
+    show.add_argument("--out", type=Path, required=True, metavar="FILE.png", help="output PNG file")
+    show.add_argument("--count", type=positive_int, default=16, metavar="N",
+                      help="number of faces on the sheet, at most the split's size (default: 16)")
+    show.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                      help="seed that picks the faces and their augmentation (default: 0)")
     show.add_argument("--subset", choices=("train", "val", "all"), default="train", help="split to draw from (default: train)")
-    show.add_argument("--input-size", type=int, default=128, help="crop side in pixels (default: 128)")
-    show.add_argument("--tile-size", type=int, default=256, help="side of each face on the sheet in pixels (default: 256)")
+    show.add_argument("--input-size", type=positive_int, default=128, metavar="PIXELS", help="crop side in pixels (default: 128)")
+    show.add_argument("--tile-size", type=positive_int, default=256, metavar="PIXELS",
+                      help=f"side of each face on the sheet in pixels, 16 to {MAX_TILE_SIZE} (default: 256)")
     show.add_argument("--no-augment", action="store_true", help="draw the plain crops, without augmentation")
     show.set_defaults(handler=run_data_show)
 
@@ -41,8 +51,8 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> argparse.Argume
         description="Scan a data folder, print every invalid file, the faces per folder and the train/val "
         "split sizes. Exits with status 1 when any file is invalid.",
     )
-    check.add_argument("--data", help=_DATA_HELP)
-    check.add_argument("--expected-count", type=int, help="required points per face (default: the most common count)")
+    check.add_argument("--data", metavar="DIR", help=_DATA_HELP)
+    check.add_argument("--expected-count", type=positive_int, metavar="N", help="required points per face (default: the most common count)")
     check.add_argument("--headers-only", action="store_true", help="read only image headers instead of decoding every image")
     check.set_defaults(handler=run_data_check)
     return data_parser
@@ -52,6 +62,9 @@ def _resolve_data_root(value: str | None) -> Path | None:
     root = value or os.environ.get("EXPLORER_DATA")
     if not root:
         print("error: no data folder; pass --data DIR or set EXPLORER_DATA to a folder in 300-W layout", file=sys.stderr)
+        return None
+    if Path(root).exists() and not Path(root).is_dir():
+        print(f"error: data folder {root} is a file; pass the folder that contains the NAME.jpg + NAME.pts pairs", file=sys.stderr)
         return None
     if not Path(root).is_dir():
         print(f"error: data folder not found: {root}", file=sys.stderr)
@@ -71,6 +84,14 @@ def run_data_show(args: argparse.Namespace) -> int:
     if args.count <= 0:
         print(f"error: --count must be a positive number of faces, got {args.count}", file=sys.stderr)
         return 2
+    if not 16 <= args.tile_size <= MAX_TILE_SIZE:
+        print(f"error: --tile-size must be 16 to {MAX_TILE_SIZE} pixels, got {args.tile_size}", file=sys.stderr)
+        return 2
+    if args.count * args.tile_size**2 > MAX_SHEET_PIXELS:
+        print(f"error: --count {args.count} faces of --tile-size {args.tile_size} pixels exceed the "
+              f"{MAX_SHEET_PIXELS:,}-pixel limit of a sheet; lower --count or --tile-size", file=sys.stderr)
+        return 2
+    check_output_file(args.out, "--out", ".png", "sheet.png")
 
     try:
         records = split_records(scan_folder(root), args.subset)
@@ -78,7 +99,7 @@ def run_data_show(args: argparse.Namespace) -> int:
         print(f"error: {error}\nrun 'data check' for the full report", file=sys.stderr)
         return 1
     if not records:
-        print(f"error: the {args.subset} split of {root} is empty", file=sys.stderr)
+        print(f"error: the {args.subset} split of {root} is empty; pass --subset all to draw from every face", file=sys.stderr)
         return 1
 
     augmentation = None if args.no_augment else Augmentation()

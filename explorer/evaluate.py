@@ -114,6 +114,11 @@ def evaluate_checkpoint(
     missed = 0
     if box == "detector":
         records, boxes, missed = detector_boxes(records, progress=progress)
+        if not records:
+            raise ValueError(
+                f"the face detector found none of the {missed} annotated faces in the {split!r} split of {data_root}; "
+                "evaluate with --box ground-truth instead"
+            )
         dataset: Dataset = BoxCropDataset(records, boxes, input_size)
     else:
         dataset = LandmarkDataset(records, input_size=input_size, augmentation=None)

@@ -62,14 +62,15 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> argparse.Argu
         + ", ".join(IMAGE_SUFFIXES) + " files.",
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image files or folders")
-    parser.add_argument("--out", required=True, help="output JSON-lines file, or - for standard output")
-    parser.add_argument("--checkpoint", type=Path,
+    parser.add_argument("--out", required=True, metavar="FILE",
+                        help="output JSON-lines file, or - for standard output")
+    parser.add_argument("--checkpoint", type=Path, metavar="FILE",
                         help="model checkpoint (default: structured.safetensors in $EXPLORER_CHECKPOINTS or checkpoints/)")
-    parser.add_argument("--batch-size", type=int, default=32, help="face crops per forward pass (default: 32)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="face crops per forward pass (default: 32)")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="device for the model (default: cuda when available)")
-    parser.add_argument("--workers", type=int, default=2,
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
                         help="DataLoader processes that decode images and detect faces; 0 does it in the main process (default: 2)")
-    parser.add_argument("--pts-dir", type=Path,
+    parser.add_argument("--pts-dir", type=Path, metavar="DIR",
                         help="also write each face's points as a 300-W .pts file here: STEM.pts for an image with one face, "
                         "STEM_INDEX.pts for each face of an image with several; folder inputs keep their sub-folders")
     parser.add_argument("--heatmap-summary", action="store_true",
@@ -387,12 +388,25 @@ def _emit(pending: PendingImage, stream: IO[str], pts: PtsWriter | None, counts:
         counts.faces += 1
 
 
+def _check_outputs(out: str, pts_dir: Path | None) -> None:
+    """Exit with an error when --out is a folder or --out or --pts-dir lies under a file, before the model loads."""
+    from explorer.cli import check_output_file, check_output_folder
+
+    if out != "-":
+        check_output_file(Path(out), "--out", example="faces.jsonl")
+    if pts_dir is not None:
+        check_output_folder(pts_dir, "--pts-dir")
+
+
 def _open_output(target: str) -> IO[str]:
     if target == "-":
         return sys.stdout
     path = Path(target)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("w", encoding="utf-8")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("w", encoding="utf-8")
+    except OSError as error:
+        raise SystemExit(f"error: cannot write --out {target}: {error.strerror or error}") from error
 
 
 # ---------------------------------------------------------------------------
@@ -421,6 +435,8 @@ def run_predict(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --workers must be 0 or more, got {args.workers}")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was requested but CUDA is not available; pass --device cpu")
+
+    _check_outputs(args.out, args.pts_dir)
 
     images, problems = find_images(args.inputs)
     if not images:

@@ -54,12 +54,39 @@ def run_label(card: dict[str, Any]) -> str:
     return {"softargmax": "soft-argmax", "star": "STAR"}.get(objective, objective)
 
 
+def check_run_folder(folder: Path) -> None:
+    """Raise ValueError unless ``folder`` has the files of a run written by ``explorer train``.
+
+    Checked for every run before any is evaluated, so a wrong folder fails at once.
+    """
+    if not folder.is_dir():
+        kind = "is a file" if folder.exists() else "not found"
+        raise ValueError(f"run folder {folder} {kind}; pass folders written by 'explorer train'")
+    if not (folder / "best.safetensors").is_file():
+        raise ValueError(f"{folder} has no best.safetensors; pass folders written by 'explorer train' "
+                         "that finished at least one epoch")
+    read_history(folder)
+
+
 def read_history(folder: Path) -> list[dict[str, Any]]:
     """Read ``metrics.jsonl`` of a run folder, one dict per epoch."""
     path = folder / "metrics.jsonl"
     if not path.is_file():
         raise ValueError(f"{folder} has no metrics.jsonl; pass folders written by 'explorer train'")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not valid JSON ({error}); restore the file or rerun the training") from None
+        if not isinstance(row, dict) or not {"epoch", "nme", "seconds"} <= set(row):
+            raise ValueError(f"{path} line {number} lacks the epoch, nme and seconds of an epoch; restore the file or rerun the training")
+        history.append(row)
+    if not history:
+        raise ValueError(f"{path} records no epoch; let the run finish at least one epoch")
+    return history
 
 
 def epochs_to_reach(history: list[dict[str, Any]], target: float) -> int | None:
@@ -74,6 +101,13 @@ def summarise_run(folder: Path, data_root: str | Path, device: str = "cpu") -> R
     """Evaluate a run's best checkpoint on the validation split with every decoder."""
     model, card = load_model(folder / "best.safetensors", device=device)
     records = split_records(scan_folder(data_root), "val")
+    if not records:
+        raise ValueError(f"the validation split of {data_root} is empty; pass a --data folder with annotated faces")
+    if records[0].points.shape[0] != model.config["num_landmarks"]:
+        raise ValueError(
+            f"{folder / 'best.safetensors'} predicts {model.config['num_landmarks']} landmarks but {data_root} is "
+            f"annotated with {records[0].points.shape[0]}; pass --data with the landmark scheme the run was trained on."
+        )
     loader = DataLoader(LandmarkDataset(records, input_size=int(model.config["input_size"]), augmentation=None), batch_size=32)
     results = evaluate_model(model, loader, decoders=DECODERS, temperature=float(card.get("temperature") or 1.0), device=device)
     return RunSummary(folder, run_label(card), card, read_history(folder), results)
