@@ -202,24 +202,6 @@ def _check_sections(config: Any, source: Path | None) -> None:
             raise SystemExit(f"error: config {source or ''}: invalid {key!r} settings: {error}") from None
 
 
-def _configuration_changes(out: Path, config: Any) -> list[str]:
-    """List the TrainConfig values that differ from those of the run already in ``out``."""
-    from explorer.core.training import TrainConfig
-
-    saved_path = out / "config.json"
-    if not (out / "state.safetensors").is_file() or not saved_path.is_file():
-        return []
-    try:
-        saved = TrainConfig.from_dict(json.loads(saved_path.read_text())).to_dict()
-    except (OSError, ValueError, TypeError):
-        return []  # The trainer reports a damaged run folder itself.
-    requested = config.to_dict()
-    return [
-        f"{key}: run has {json.dumps(saved.get(key))}, this command {json.dumps(requested.get(key))}"
-        for key in sorted(set(saved) | set(requested)) if saved.get(key) != requested.get(key)
-    ]
-
-
 def _run_train(args: argparse.Namespace) -> int:
     from explorer.core.training import NonFiniteLossError, TrainConfig, train
 
@@ -238,12 +220,6 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig.from_dict(values)
         _check_sections(config, args.config)
-        changes = _configuration_changes(args.out, config)
-        if changes:
-            raise SystemExit(
-                f"error: {args.out} contains a run with other options ({'; '.join(changes)}); rerun with the run's "
-                "options to resume it, or pass a new --out folder to start another run"
-            )
         command = "python -m explorer " + shlex.join(args.argv)
         trainer = train(config, args.out, command=command, progress=not args.no_progress)
     except NonFiniteLossError as error:

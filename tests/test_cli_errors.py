@@ -154,7 +154,7 @@ def test_train_data_is_file(setup: dict[str, Path], tmp_path: Path) -> None:
 
 def test_train_resume_lists_changes(setup: dict[str, Path]) -> None:
     _, message = exit_message(train_argv(setup, setup["run"], "--objective", "softargmax", "--lr", "0.01"))
-    assert message.startswith(f"error: {setup['run']} contains a run with other options")
+    assert message.startswith(f"error: {setup['run']} contains a run with a different configuration")
     assert 'objective: run has "structured", this command "softargmax"' in message
     assert "lr: run has 0.002, this command 0.01" in message
     assert "epochs" not in message

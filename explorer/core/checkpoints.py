@@ -125,6 +125,8 @@ def save_model(path: str | Path, model: HeatmapNet, card: dict[str, Any]) -> Non
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read every tensor and the metadata of a safetensors file, with clear errors."""
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a .safetensors file, for example {path / 'best.safetensors'}.")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}. Pass the path of a .safetensors file.")
 

@@ -680,7 +680,7 @@ def scan_folder(
     records, problems = validate_folder(root, recursive, expected_count, decode_images)
     if problems and not skip_invalid:
         raise DatasetError(
-            f"{len(problems)} invalid file(s) under {root}; fix or remove them, or skip them (skip_invalid=True)",
+            f"{len(problems)} invalid file(s) under {root}; fix or remove them (scan_folder(..., skip_invalid=True) skips them)",
             problems,
         )
     for problem in problems:

@@ -78,6 +78,13 @@ LICENCE_NOTE = (
 )
 
 
+# Settings that change how fast a run goes, not what it computes, so a run
+# may resume with other values. NOTE: another thread count can change the
+# order of float reductions, so a resumed run may then differ from an
+# uninterrupted one in the last bits.
+SPEED_ONLY_FIELDS = ("num_workers", "threads")
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss or weights; the last good checkpoint is kept."""
 
@@ -136,6 +143,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def differences(self, other: "TrainConfig") -> list[str]:
+        """List the values that differ from ``other``, ignoring :data:`SPEED_ONLY_FIELDS`."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [
+            f"{key}: run has {json.dumps(theirs[key])}, this command {json.dumps(mine[key])}"
+            for key in mine if key not in SPEED_ONLY_FIELDS and mine[key] != theirs[key]
+        ]
 
 
 class ModelEma:
@@ -296,10 +311,11 @@ class Trainer:
             return False
         state = load_state(self.state_path)
         # Options added after a run started take their defaults.
-        if TrainConfig.from_dict(state["config"]).to_dict() != self.config.to_dict():
+        changes = self.config.differences(TrainConfig.from_dict(state["config"]))
+        if changes:
             raise ValueError(
-                f"{self.out_dir} holds a run with a different configuration; resume it with the same "
-                "options, or pass a new --out folder to start another run."
+                f"{self.out_dir} contains a run with a different configuration ({'; '.join(changes)}); "
+                "rerun with the run's options to resume it, or pass a new --out folder to start another run"
             )
 
         self.model.load_state_dict(state["model"])

@@ -159,3 +159,8 @@ def test_atomic_write_leaves_no_temporary(tmp_path: Path) -> None:
 
     assert target.read_bytes() == b"second"
     assert [path.name for path in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_folder_rejected(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a folder; pass a .safetensors file"):
+        load_model(tmp_path)

@@ -141,3 +141,17 @@ def test_config_rejects_unknown_key() -> None:
 def test_config_rejects_unknown_objective() -> None:
     with pytest.raises(ValueError, match="objective must be one of"):
         TrainConfig(data=".", objective="mse")
+
+
+def test_resume_allows_other_thread_count(faces: Path, tmp_path: Path) -> None:
+    train(small_config(faces, "structured", epochs=2), tmp_path, progress=False, stop_after_epochs=1)
+    resumed = train(small_config(faces, "structured", epochs=2, threads=1), tmp_path, progress=False)
+
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+
+
+def test_config_differences_name_values() -> None:
+    saved = TrainConfig(data=".", lr=2e-3, num_workers=2)
+    requested = TrainConfig(data=".", lr=1e-2, num_workers=0)
+
+    assert requested.differences(saved) == ["lr: run has 0.002, this command 0.01"]
