@@ -480,13 +480,20 @@ class Trainer:
         )
         return results[self.decoder].summary()
 
+    def _loss_settings(self) -> dict[str, Any]:
+        """Return the loss's effective settings (defaults included), for the card."""
+        return {
+            name: value for name, value in vars(self.loss_fn).items()
+            if not name.startswith("_") and name != "training" and isinstance(value, (bool, int, float, str, type(None)))
+        }
+
     def _card(self, metrics: dict[str, Any]) -> dict[str, Any]:
         root = Path(self.config.data)
         folders = sorted({str(Path(record.image_path).parent.relative_to(root)) for record in self.train_records + self.val_records})
         return {
             "objective": self.config.objective,
             "labels": self.config.labels if self.config.objective == "structured" else None,
-            "loss": self.config.loss,
+            "loss": self._loss_settings(),
             "smoothing": dataclasses.asdict(self.smoothing) if self.config.labels == "image-aware" else None,
             "decoder": self.decoder,
             "temperature": self.temperature,

@@ -155,3 +155,11 @@ def test_config_differences_name_values() -> None:
     requested = TrainConfig(data=".", lr=1e-2, num_workers=0)
 
     assert requested.differences(saved) == ["lr: run has 0.002, this command 0.01"]
+
+
+def test_card_records_loss_defaults(faces: Path, tmp_path: Path) -> None:
+    train(small_config(faces, "structured", epochs=1), tmp_path, progress=False)
+    card = json.loads((tmp_path / "best.json").read_text())
+
+    assert card["loss"]["alpha"] == 0.1
+    assert card["loss"]["margin"] == "smooth_l1"
