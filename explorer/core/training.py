@@ -632,7 +632,7 @@ def set_seed(seed: int) -> None:
 
 def train(config: TrainConfig, out_dir: str | Path, command: str = "", progress: bool = True,
           stop_after_epochs: int | None = None) -> Trainer:
-    """Train (or resume) a run and return the trainer, whose ``history`` holds the metrics.
+    """Train (or resume) a run and return the trainer; ``trainer.history`` contains the metrics.
 
     Under torchrun (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set) every
     process calls this; it joins the process group and leaves it when done.
