@@ -5,7 +5,7 @@ Usage: ``python benchmarks/app_inspect.py [--image FILE] [--megapixels 1.0] [--r
 The script writes the photo (by default ``einstein.jpg`` from the examples,
 resized to about ``--megapixels`` million pixels) to a temporary JPEG. It
 starts ``python app.py`` on 127.0.0.1 on a free port as a subprocess and
-waits until the page answers. Then it calls ``/inspect`` with that photo.
+waits until the page responds. Then it calls ``/inspect`` with that photo.
 Each call uploads the file, detects the face, runs the structured-loss
 model, draws every figure and downloads the outputs, as a browser session
 would. The first 3 calls are untimed warm-up. The server is stopped at the end.

@@ -358,7 +358,7 @@ class Trainer:
     # --------------------------------------------------------------- training
 
     def _shuffle_seed(self, epoch: int) -> int:
-        # The order depends on (seed, epoch) only, so a resumed run sees the
+        # The order depends on (seed, epoch) only, so a resumed run gets the
         # same batches as an uninterrupted one.
         return self.config.seed * 100_003 + epoch
 

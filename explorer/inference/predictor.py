@@ -62,8 +62,8 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 32
 
 # Face detection runs on a copy whose longer side is at most this many pixels,
-# because the Haar cascades' cost grows with the pixel count (about 0.25 s per
-# cascade pass on a 1-megapixel photo on one core of the benchmark machine).
+# because the Haar cascades' cost grows with the pixel count. One cascade pass
+# on a 1-megapixel photo took about 0.25 s on one core of the benchmark machine.
 # A face a tenth of the photo wide is then 64 pixels wide, above the cascades'
 # 24-pixel minimum; smaller faces need a typed box.
 DETECTION_MAX_SIDE = 640
