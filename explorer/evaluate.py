@@ -125,6 +125,7 @@ def evaluate_checkpoint(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
 
     temperature = float(card.get("temperature") or 1.0)
-    result = evaluate_model(model, loader, decoders=(decoder,), temperature=temperature, threshold=threshold, device=device)[decoder]
+    result = evaluate_model(model, loader, decoders=(decoder,), temperature=temperature, threshold=threshold, device=device,
+                            progress=progress)[decoder]
     result.missed = missed
     return result, card

@@ -109,7 +109,8 @@ def summarise_run(folder: Path, data_root: str | Path, device: str = "cpu") -> R
             f"annotated with {records[0].points.shape[0]}; pass --data with the landmark scheme the run was trained on."
         )
     loader = DataLoader(LandmarkDataset(records, input_size=int(model.config["input_size"]), augmentation=None), batch_size=32)
-    results = evaluate_model(model, loader, decoders=DECODERS, temperature=float(card.get("temperature") or 1.0), device=device)
+    results = evaluate_model(model, loader, decoders=DECODERS, temperature=float(card.get("temperature") or 1.0), device=device,
+                             progress=True)
     return RunSummary(folder, run_label(card), card, read_history(folder), results)
 
 

@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from explorer.core.geometry import heatmap_to_crop
 from explorer.core.heatmaps import decode_argmax, decode_refined, soft_argmax
@@ -120,6 +121,7 @@ def predict_batches(
     decoders: Iterable[str],
     temperature: float = 1.0,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, list[int]]:
     """Run the model over dataset batches and decode each heatmap with every decoder.
 
@@ -138,7 +140,7 @@ def predict_batches(
     predictions: dict[str, list[np.ndarray]] = {name: [] for name in decoders}
     truths: list[np.ndarray] = []
     indices: list[int] = []
-    for batch in batches:
+    for batch in tqdm(batches, desc="evaluating", unit="batch", disable=not progress, leave=False):
         images = batch["image"].to(device)
         matrices = batch["matrix"].to(torch.float64)
         logits = model(images).float()
@@ -163,6 +165,7 @@ def evaluate_model(
     temperature: float = 1.0,
     threshold: float = DEFAULT_THRESHOLD,
     device: str | torch.device = "cpu",
+    progress: bool = False,
 ) -> dict[str, EvaluationResult]:
     """Evaluate a model on every face of a loader, once per decoder.
 
@@ -170,7 +173,7 @@ def evaluate_model(
     ``(B, K, 2)`` in crop pixels, ``matrix`` ``(B, 2, 3)`` image-to-crop and
     ``index`` ``(B,)``, as :class:`explorer.core.data.LandmarkDataset` does.
     """
-    predictions, truth, indices = predict_batches(model, loader, decoders, temperature, device)
+    predictions, truth, indices = predict_batches(model, loader, decoders, temperature, device, progress)
 
     results = {}
     for name, points in predictions.items():
