@@ -14,48 +14,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from explorer.core.checkpoints import load_model
 from explorer.core.data import FaceRecord, LandmarkDataset, read_image, scan_folder, split_records
 from explorer.core.evaluation import DEFAULT_THRESHOLD, EvaluationResult, default_decoder, evaluate_model
-from explorer.core.geometry import DEFAULT_CONTEXT, box_from_points, crop_from_box
+from explorer.core.geometry import box_from_points
 from explorer.inference.detection import detect_faces, landmark_box, match_detection
 
 logger = logging.getLogger(__name__)
-
-
-class BoxCropDataset(Dataset):
-    """Faces cropped from given boxes instead of their ground-truth points.
-
-    Returns the same items as :class:`explorer.core.data.LandmarkDataset`
-    without augmentation: ``image`` ``(3, S, S)`` in [0, 1], ``points``
-    ``(K, 2)`` ground truth in crop pixels, ``matrix`` ``(2, 3)`` and ``index``.
-    """
-
-    def __init__(self, records: list[FaceRecord], boxes: list[np.ndarray], input_size: int,
-                 context: float = DEFAULT_CONTEXT) -> None:
-        if len(records) != len(boxes):
-            raise ValueError(f"got {len(records)} records but {len(boxes)} boxes; pass one box per record")
-        self.records = records
-        self.boxes = boxes
-        self.input_size = input_size
-        self.context = context
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        geometry = crop_from_box(self.boxes[index], self.input_size, context=self.context)
-        crop = geometry.warp(read_image(record.image_path))
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float() / 255.0,
-            "points": torch.from_numpy(geometry.to_crop(record.points.astype(np.float64)).astype(np.float32)),
-            "matrix": torch.from_numpy(geometry.matrix),
-            "index": index,
-        }
 
 
 def detector_boxes(records: list[FaceRecord], progress: bool = True) -> tuple[list[FaceRecord], list[np.ndarray], int]:
@@ -119,7 +87,7 @@ def evaluate_checkpoint(
                 f"the face detector found none of the {missed} annotated faces in the {split!r} split of {data_root}; "
                 "evaluate with --box ground-truth instead"
             )
-        dataset: Dataset = BoxCropDataset(records, boxes, input_size)
+        dataset = LandmarkDataset(records, input_size=input_size, cache_images=False, boxes=boxes)
     else:
         dataset = LandmarkDataset(records, input_size=input_size, augmentation=None)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)

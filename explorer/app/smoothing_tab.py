@@ -19,6 +19,7 @@ from explorer.app.config import FACE_VIEW_SIDE
 from explorer.app.figures import REGION_COLOURS, colourise, draw_ellipses, upscale
 from explorer.app.plots import HeatmapPanel, heatmaps_figure
 from explorer.app.sources import Workspace
+from explorer.core.data import crop_to_tensor
 from explorer.core.geometry import box_from_points, crop_from_box, image_to_heatmap
 from explorer.core.heatmaps import gaussian_distributions
 from explorer.core.smoothing import SmoothingParams, covariance_distributions, edge_map, label_covariances
@@ -137,7 +138,7 @@ def run_smoothing(
     grid = loaded.input_size // stride
     crop = geometry.warp(source.rgb)
 
-    images = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255.0
+    images = crop_to_tensor(crop)[None]
     heatmap_points = torch.from_numpy(image_to_heatmap(points, geometry, stride)).float()[None]
     with torch.inference_mode():
         edges = edge_map(images, (grid, grid), params.smooth_sigma, params.min_edge_scale)[0, 0].numpy()

@@ -838,11 +838,17 @@ def split_records(records: Sequence[FaceRecord], subset: str) -> list[FaceRecord
 # --------------------------------------------------------------------------
 
 
+def crop_to_tensor(crop: np.ndarray) -> torch.Tensor:
+    """Convert an (S, S, 3) uint8 RGB crop to the network's (3, S, S) float32 input in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
+
+
 class LandmarkDataset(Dataset):
     """Square face crops and their points, for training and evaluation.
 
     The crop box is the bounding box of the ground-truth points (the 300-W
-    protocol), enlarged by ``context``.
+    protocol), or a given box per face (a face detector's), enlarged by
+    ``context``.
 
     Each item is a dict:
 
@@ -866,6 +872,8 @@ class LandmarkDataset(Dataset):
             0.44 MB). Each DataLoader worker fills its own cache unless
             :meth:`preload` ran before the workers started.
         seed: base seed of the augmentation.
+        boxes: one ``[x0, y0, x1, y1]`` box per record to crop instead of
+            the points' box, or None.
     """
 
     def __init__(
@@ -876,9 +884,12 @@ class LandmarkDataset(Dataset):
         context: float = DEFAULT_CONTEXT,
         cache_images: bool = True,
         seed: int = 0,
+        boxes: Sequence[np.ndarray] | None = None,
     ) -> None:
         if not records:
             raise ValueError("LandmarkDataset needs at least one record")
+        if boxes is not None and len(boxes) != len(records):
+            raise ValueError(f"got {len(records)} records but {len(boxes)} boxes; pass one box per record")
         counts = sorted({len(record.points) for record in records})
         if len(counts) != 1:
             raise ValueError(f"all records must have the same number of points, found counts {counts}")
@@ -895,6 +906,7 @@ class LandmarkDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.point_count = counts[0]
+        self.boxes = None if boxes is None else [np.asarray(box, dtype=np.float64) for box in boxes]
         self._cache: dict[int, np.ndarray] = {}
 
     @property
@@ -936,7 +948,7 @@ class LandmarkDataset(Dataset):
         index = int(index) % len(self)
         record = self.records[index]
         image = self.load_image(index)
-        box = box_from_points(record.points)
+        box = box_from_points(record.points) if self.boxes is None else self.boxes[index]
 
         # Crop (and augment) with one warp; points follow the same matrix.
         if self.augmentation is not None:
@@ -948,10 +960,8 @@ class LandmarkDataset(Dataset):
             crop = geometry.warp(image)
             points = geometry.to_crop(record.points.astype(np.float64)).astype(np.float32)
 
-        # HWC uint8 -> CHW float in [0, 1].
-        tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1).float().div_(255.0)
         return {
-            "image": tensor,
+            "image": crop_to_tensor(crop),
             "points": torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)),
             "matrix": torch.from_numpy(np.array(geometry.matrix, dtype=np.float64)),
             "index": index,

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from explorer.core.checkpoints import CheckpointError, load_model
+from explorer.core.data import crop_to_tensor
 from explorer.core.evaluation import DECODERS, decode, default_decoder
 from explorer.core.geometry import DEFAULT_CONTEXT, CropGeometry, crop_from_box, heatmap_to_image
 from explorer.core.landmarks import LandmarkScheme, scheme_for_count
@@ -610,7 +611,7 @@ class Predictor:
             if loaded.input_size not in crops:
                 geometry = crop_from_box(box, loaded.input_size, context=context)
                 crop = geometry.warp(rgb, border=cv2.BORDER_CONSTANT, border_value=(0, 0, 0))
-                tensor = torch.from_numpy(crop).to(self.device).permute(2, 0, 1)[None].float().div_(255.0)
+                tensor = crop_to_tensor(crop)[None].to(self.device)
                 crops[loaded.input_size] = (geometry, crop, tensor)
             geometry, crop, tensor = crops[loaded.input_size]
 

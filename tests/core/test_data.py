@@ -27,6 +27,7 @@ from explorer.core.data import (
     write_pts,
 )
 from explorer.core.transforms import Augmentation
+from explorer.core.geometry import box_from_points
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "explorer" / "assets" / "examples"
 
@@ -509,3 +510,26 @@ def test_real_data_item_shapes(real_data):
     assert item["image"].shape == (3, 128, 128)
     assert item["points"].shape == (68, 2)
     assert item["matrix"].shape == (2, 3)
+
+
+def test_dataset_boxes_replace_point_box():
+    records = scan_folder(EXAMPLES)
+    boxes = [box_from_points(record.points) for record in records]
+    default = LandmarkDataset(records, input_size=64)[1]
+
+    # The points' own boxes reproduce the default crop exactly.
+    same = LandmarkDataset(records, input_size=64, boxes=boxes)[1]
+    assert torch.equal(same["image"], default["image"])
+
+    # A box shifted by 10 pixels moves the crop by 10 image pixels.
+    shifted = LandmarkDataset(records, input_size=64, boxes=[box + 10.0 for box in boxes])[1]
+    assert not torch.equal(shifted["image"], default["image"])
+    crop_pixels_per_image_pixel = 64 / (1.25 * max(boxes[1][2] - boxes[1][0], boxes[1][3] - boxes[1][1]))
+    expected = default["points"].numpy() - 10.0 * crop_pixels_per_image_pixel
+    np.testing.assert_allclose(shifted["points"].numpy(), expected, atol=1e-3)
+
+
+def test_dataset_boxes_count_checked():
+    records = scan_folder(EXAMPLES)
+    with pytest.raises(ValueError, match="pass one box per record"):
+        LandmarkDataset(records, input_size=64, boxes=[])
