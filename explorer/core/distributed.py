@@ -242,7 +242,7 @@ class EpochShardSampler(DistributedSampler):
     seen twice per epoch.
 
     Call :meth:`set_epoch` before each epoch. The order depends only on
-    ``seed_for_epoch(epoch)``, so a resumed run sees the same batches.
+    ``seed_for_epoch(epoch)``, so a resumed run gets the same batches.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed_for_epoch: Callable[[int], int]) -> None:
@@ -276,10 +276,10 @@ class ProcessGroupBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the whole batch across all ranks.
 
     ``torch.nn.SyncBatchNorm`` (torch 2.13) runs on GPUs only, so this layer
-    does the same on the CPU with two differentiable all-reduces per call:
-    the per-channel sum, then the per-channel sum of squared deviations from
-    the global mean (two passes, like the single-process kernel, rather than
-    the cancellation-prone E[x^2] - E[x]^2). In eval mode, or without a
+    does the same on the CPU with two differentiable all-reduces per call.
+    The first sums each channel, the second sums the squared deviations from
+    the global mean. Two passes, like the single-process kernel, avoid the
+    cancellation of E[x^2] - E[x]^2. In eval mode, or without a
     process group, it is a plain BatchNorm2d. Its parameters and buffers have
     the names of BatchNorm2d, so checkpoints load into either.
     """

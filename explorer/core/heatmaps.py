@@ -214,7 +214,7 @@ def decode_refined(
     [-0.5, W - 0.5] x [-0.5, H - 0.5], because a local fit carries no information farther away.
 
     Args:
-        heatmaps: (B, K, H, W) logits or probabilities, as ``input_kind`` says.
+        heatmaps: (B, K, H, W) logits or probabilities, as set by ``input_kind``.
         input_kind: ``"logits"`` (default) or ``"probabilities"``.
 
     Returns:
